@@ -1,0 +1,175 @@
+"""The loader: turns a sampler's index batches into `{"image", "label"}` NumPy batches, prefetched on a host thread.
+
+`Loader(split, sampler).batch(step)` is a pure function of the step (the sampler's indices, an augmentation whose
+random numbers are keyed by (seed, step)), so `iterate(start_step, num_steps)` resumes a run exactly where it
+stopped. `iterate` prepares the next `prefetch` batches in a background thread while the device computes; an error
+in that thread is raised in the consumer, and closing the iterator (or leaving its `for` loop) stops the thread.
+
+`eval_batches(split, batch_size)` walks a split in order with fixed-size batches (the last one padded, with a
+`mask`), so a jitted embedding function compiles once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from metriclearn.data.splits import Split
+
+Batch = dict[str, np.ndarray]
+# augment(images f32[B, H, W, C], rng) -> f32[B, H', W', C]: random transformations of a batch, drawing only from rng.
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+_STREAM_AUGMENT = 3  # SeedSequence stream id of the augmentation (the samplers use 0-2)
+
+
+def to_float(
+    images: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+  """`f32[..., C]`: uint8 images scaled to [0, 1] (float32 ones taken as already scaled), then `(x − mean) / std`."""
+  x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
+  if mean is not None:
+    x = x - np.asarray(mean, dtype=np.float32)
+  if std is not None:
+    x = x / np.asarray(std, dtype=np.float32)
+  return x
+
+
+class Loader:
+  """Batches of one split drawn by a sampler.
+
+  Args:
+    split: the data.
+    sampler: any object with `batch_indices(step) -> i32[batch_size]` (see `samplers.py`).
+    augment: optional `augment(images, rng)`, applied after scaling to [0, 1] and before normalising.
+    mean, std: optional per-channel normalisation (e.g. the ImageNet statistics).
+    seed: seed of the augmentation's random numbers (folded with the step).
+    prefetch: how many batches `iterate` prepares ahead.
+    process_index, process_count: in a multi-host run, this host loads rows
+      `[process_index · B/process_count, (process_index + 1) · B/process_count)` of each global batch of size B.
+  """
+
+  def __init__(
+      self,
+      split: Split,
+      sampler,
+      *,
+      augment: Augment | None = None,
+      mean: Sequence[float] | None = None,
+      std: Sequence[float] | None = None,
+      seed: int = 0,
+      prefetch: int = 2,
+      process_index: int = 0,
+      process_count: int = 1,
+  ):
+    if prefetch < 1:
+      raise ValueError(f"prefetch must be at least 1 batch, got {prefetch}")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index must lie in 0..{process_count - 1}, got {process_index}")
+    self.split, self.sampler, self.augment = split, sampler, augment
+    self.mean, self.std, self.seed, self.prefetch = mean, std, seed, prefetch
+    self.process_index, self.process_count = process_index, process_count
+
+  def batch(self, step: int) -> Batch:
+    """`{"image": f32[b, H, W, C], "label": i32[b]}` for `step`, with `b` = this host's share of the batch."""
+    indices = np.asarray(self.sampler.batch_indices(step))
+    if len(indices) % self.process_count:
+      raise ValueError(
+          f"the global batch of {len(indices)} cannot be split evenly over {self.process_count} processes: "
+          f"choose a batch_size that is a multiple of {self.process_count}"
+      )
+    share = len(indices) // self.process_count
+    indices = indices[self.process_index * share : (self.process_index + 1) * share]
+    images = to_float(self.split.images[indices])
+    if self.augment is not None:
+      rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_AUGMENT, step, self.process_index]))
+      images = np.asarray(self.augment(images, rng), dtype=np.float32)
+    images = to_float(images, self.mean, self.std)
+    return {"image": images, "label": self.split.labels[indices].astype(np.int32)}
+
+  def iterate(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[Batch]:
+    """Batches `start_step, start_step + 1, ...` (`num_steps` of them, or without end), prefetched in a thread."""
+    steps = itertools.count(start_step) if num_steps is None else range(start_step, start_step + num_steps)
+    return prefetch(map(self.batch, steps), self.prefetch)
+
+
+def prefetch(items: Iterable, buffer_size: int = 2) -> Iterator:
+  """Yields `items`, computed up to `buffer_size` ahead in a background thread.
+
+  An exception raised while computing an item is re-raised here when the consumer reaches it. Closing the returned
+  generator (`close()`, leaving a `for` loop over it, or dropping it) stops and joins the thread.
+  """
+  buffer: queue.Queue = queue.Queue(maxsize=buffer_size)
+  stop = threading.Event()
+
+  def put(message) -> bool:
+    # A timed put, so a producer blocked on a full buffer notices that the consumer has gone.
+    while not stop.is_set():
+      try:
+        buffer.put(message, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce():
+    try:
+      for item in items:
+        if not put(("item", item)):
+          return
+      put(("end", None))
+    except BaseException as error:  # pylint: disable=broad-exception-caught  (handed to the consumer)
+      put(("error", error))
+
+  def consume():
+    thread = threading.Thread(target=produce, name="metriclearn-prefetch", daemon=True)
+    thread.start()
+    try:
+      while True:
+        kind, value = buffer.get()
+        if kind == "end":
+          return
+        if kind == "error":
+          raise value
+        yield value
+    finally:
+      stop.set()
+      thread.join()
+
+  return consume()
+
+
+def eval_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[Batch]:
+  """The whole split in order, as batches of exactly `batch_size` (static shapes for jit).
+
+  Yields:
+    `{"image": f32[batch_size, H, W, C], "label": i32[batch_size], "mask": bool[batch_size]}`; in the last batch
+    the rows past the end of the split are zero images with label −1 and `mask` False. Keep the rows where `mask`
+    is True to get one row per example, in split order.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  for start in range(0, len(split), batch_size):
+    stop = min(start + batch_size, len(split))
+    images = to_float(split.images[start:stop])
+    if preprocess is not None:
+      images = np.asarray(preprocess(images), dtype=np.float32)
+    images = to_float(images, mean, std)
+    labels = split.labels[start:stop]
+    padding = batch_size - (stop - start)
+    yield {
+        "image": np.pad(images, [(0, padding)] + [(0, 0)] * (images.ndim - 1)),
+        "label": np.pad(labels, (0, padding), constant_values=-1).astype(np.int32),
+        "mask": np.arange(batch_size) < stop - start,
+    }

@@ -1,0 +1,298 @@
+"""Evaluation metrics for learned embeddings: retrieval (Recall@K, MAP@R), clustering (NMI, F1) and utilization.
+
+Retrieval follows Musgrave et al. 2020, "A Metric Learning Reality Check" (the definitions of
+pytorch-metric-learning's `AccuracyCalculator`), and is exact: every query is compared with every gallery item by
+one float32-accumulating matmul per chunk of queries, followed by `jax.lax.top_k`. Chunking over queries keeps memory
+at about `chunk_size × gallery_size × 4` bytes beyond the embeddings themselves, so the SOP test set (60,502 × 512,
+self-retrieval) runs on a CPU without faiss. Clustering uses scikit-learn's k-means and metrics.
+
+All functions take embeddings as NumPy or JAX arrays `f[N, D]` (float32 or bf16) and integer (or any NumPy-sortable)
+labels `[N]`, and return Python floats.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn import cluster as sk_cluster
+from sklearn import metrics as sk_metrics
+
+from metriclearn import distances
+
+RETRIEVAL_METRICS = ("cosine", "euclidean")
+# Queries per chunk: a [1024, 60,502] float32 score block is 248 MB; larger chunks gain nothing measurable on CPU
+# (benchmarks/retrieval.py) and smaller ones pay more per-call overhead.
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def _as_embeddings(x, name: str) -> np.ndarray | jax.Array:
+  if not hasattr(x, "ndim") or x.ndim != 2:
+    raise ValueError(f"{name} must be a 2-D array [N, D] of embeddings, got shape {getattr(x, 'shape', type(x))}")
+  if x.shape[0] == 0 or x.shape[1] == 0:
+    raise ValueError(f"{name} is empty (shape {x.shape}); pass at least one embedding of dimension >= 1")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name} must be floating point (float32 or bfloat16), got {x.dtype}")
+  finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else jnp.isfinite(x).all()
+  if not bool(finite):
+    raise ValueError(f"{name} contains NaN or Inf; check the model that produced the embeddings")
+  return x
+
+
+def _as_labels(labels, n: int, name: str) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or labels.shape[0] != n:
+    raise ValueError(f"{name} must be a 1-D array with one label per embedding ({n}), got shape {labels.shape}")
+  return labels
+
+
+def _chunks(num_rows: int, chunk_size: int) -> list[tuple[int, slice]]:
+  """`(start, slice)` of equal-sized chunks covering `range(num_rows)`.
+
+  The last chunk ends at `num_rows` and overlaps the one before it instead of being padded, so every chunk has one
+  static shape (one compilation) and no padded copy of the embeddings is made; overlapping rows are computed twice
+  with identical results.
+  """
+  if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+  chunk_size = min(int(chunk_size), num_rows)
+  starts = list(range(0, num_rows - chunk_size, chunk_size)) + [num_rows - chunk_size]
+  return [(start, slice(start, start + chunk_size)) for start in starts]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "ks", "exclude_self"))
+def _retrieval_chunk(query, query_codes, query_r, offset, gallery, gallery_half_sq_norm, gallery_codes, *, k, ks,
+                     exclude_self):
+  """Per-query metrics `f32[C, len(ks) + 3]` (recall@ks, precision@1, r_precision, ap@r) for one chunk of queries.
+
+  Scores are "larger is nearer": ⟨q, g⟩ for cosine (rows pre-normalised) and ⟨q, g⟩ − ½‖g‖² for Euclidean, which
+  orders the gallery exactly as −½‖q − g‖² does (‖q‖² is the same for every gallery item of a query).
+  """
+  scores = jnp.matmul(query, gallery.T, preferred_element_type=jnp.float32)
+  if gallery_half_sq_norm is not None:
+    scores = scores - gallery_half_sq_norm[None, :]
+  rows = jnp.arange(query.shape[0])
+  if exclude_self:
+    # Exclusion by index, not by distance, so an exact duplicate of the query stays retrievable.
+    scores = scores.at[rows, offset + rows].set(-jnp.inf, mode="drop")
+  _, neighbours = jax.lax.top_k(scores, k)  # equal scores: lower gallery index first
+  relevant = gallery_codes[neighbours] == query_codes[:, None]  # [C, k]
+  r = query_r[:, None]
+  rank = jnp.arange(1, k + 1)[None, :]
+  within_r = rank <= r
+  hits_in_r = jnp.where(within_r, relevant, False)
+  safe_r = jnp.maximum(query_r, 1).astype(jnp.float32)
+  r_precision = jnp.sum(hits_in_r, axis=1) / safe_r
+  precision_at_rank = 1 + jnp.cumsum(relevant, axis=1).astype(jnp.float32) / rank
+  map_at_r = jnp.sum(jnp.where(hits_in_r, precision_at_rank, 0.0), axis=1) / safe_r
+  columns = [jnp.any(relevant[:, :kk], axis=1) for kk in ks] + [relevant[:, 0], r_precision, map_at_r]
+  return jnp.stack([c.astype(jnp.float32) for c in columns], axis=1)
+
+
+def retrieval_metrics(query_emb, query_labels, gallery_emb=None, gallery_labels=None, *,
+                      ks: Sequence[int] = (1, 2, 4, 8), metric: str = "cosine",
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, float]:
+  """Exact retrieval metrics: Recall@K, precision@1, R-precision and MAP@R (Musgrave et al. 2020).
+
+  For a query q with label y, let R be the number of gallery items labelled y and rel(i) = 1 if the i-th nearest
+  gallery item is labelled y. Then, averaged over queries:
+
+    recall@K    = 1 if rel(i) = 1 for some i ≤ K, else 0
+    precision@1 = rel(1)
+    r_precision = (1/R) Σ_{i≤R} rel(i)
+    map@r       = (1/R) Σ_{i≤R} P(i)·rel(i),   P(i) = (1/i) Σ_{j≤i} rel(j)
+
+  Self-retrieval (no gallery): the query set is its own gallery and each query's own row is excluded **by index**,
+  so an exact duplicate of the query (another row) stays in the gallery and counts like any other item; R excludes
+  the query itself. With a gallery (e.g. In-Shop query/gallery) nothing is excluded.
+
+  Queries with R = 0 (no gallery item shares their label) are left out of every average, as pytorch-metric-learning's
+  `AccuracyCalculator` does for its "lone" query labels; if every query has R = 0 all metrics are NaN (with a
+  warning), as there.
+
+  Ties: scores are compared in float32; among gallery items with equal scores the lower gallery index ranks first
+  (`jax.lax.top_k`'s rule).
+
+  Args:
+    query_emb: `f[Q, D]` query embeddings (float32 or bf16; products accumulate in float32).
+    query_labels: `[Q]` labels (integers, or anything `np.unique` sorts).
+    gallery_emb: `f[G, D]` gallery embeddings, or None for self-retrieval.
+    gallery_labels: `[G]` labels; given exactly when `gallery_emb` is.
+    ks: the K of Recall@K; each at most the number of gallery items a query can retrieve.
+    metric: "cosine" (rank by cosine similarity) or "euclidean" (rank by Euclidean distance on the vectors as given).
+    chunk_size: queries per chunk; memory grows as `chunk_size × G × 4` bytes. Results do not depend on it.
+
+  Returns:
+    `{"recall@K": ... for K in ks, "precision@1", "r_precision", "map@r"}` as Python floats.
+
+  Example:
+    >>> retrieval_metrics(emb, labels, ks=(1, 10, 100))["map@r"]
+  """
+  if metric not in RETRIEVAL_METRICS:
+    raise ValueError(f"unknown metric {metric!r}; valid metrics: {list(RETRIEVAL_METRICS)}")
+  ks = tuple(ks)
+  if not ks or any(not isinstance(kk, (int, np.integer)) or kk < 1 for kk in ks):
+    raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
+  ks = tuple(int(kk) for kk in ks)
+  query_emb = _as_embeddings(query_emb, "query_emb")
+  query_labels = _as_labels(query_labels, query_emb.shape[0], "query_labels")
+  exclude_self = gallery_emb is None
+  if exclude_self:
+    if gallery_labels is not None:
+      raise ValueError("gallery_labels given without gallery_emb; pass both, or neither for self-retrieval")
+    gallery_emb, gallery_labels = query_emb, query_labels
+  else:
+    if gallery_labels is None:
+      raise ValueError("gallery_emb given without gallery_labels; pass both, or neither for self-retrieval")
+    gallery_emb = _as_embeddings(gallery_emb, "gallery_emb")
+    gallery_labels = _as_labels(gallery_labels, gallery_emb.shape[0], "gallery_labels")
+    if gallery_emb.shape[1] != query_emb.shape[1]:
+      raise ValueError(f"query_emb and gallery_emb differ in dimension: {query_emb.shape[1]} vs "
+                       f"{gallery_emb.shape[1]}")
+  num_queries, num_gallery = query_emb.shape[0], gallery_emb.shape[0]
+  chunks = _chunks(num_queries, chunk_size)
+  retrievable = num_gallery - int(exclude_self)
+  if max(ks) > retrievable:
+    raise ValueError(f"max(ks) = {max(ks)} exceeds the {retrievable} gallery items each query can retrieve"
+                     + (" (self-retrieval excludes the query itself)" if exclude_self else "")
+                     + "; use smaller ks or a larger gallery")
+
+  # Labels of any kind become integer codes shared by queries and gallery; R is counted on the host so that the
+  # depth of top_k is static: deep enough for every K and for every query's R.
+  _, codes = np.unique(np.concatenate([query_labels, gallery_labels]), return_inverse=True)
+  query_codes, gallery_codes = codes[:num_queries].astype(np.int32), codes[num_queries:].astype(np.int32)
+  gallery_counts = np.bincount(gallery_codes, minlength=codes.max() + 1)
+  query_r = (gallery_counts[query_codes] - int(exclude_self)).astype(np.int32)
+  k = max(max(ks), int(query_r.max()))
+  names = [f"recall@{kk}" for kk in ks] + ["precision@1", "r_precision", "map@r"]
+  counted = query_r > 0
+  if not counted.any():
+    warnings.warn("no query has a relevant gallery item (R = 0 for all); retrieval metrics are NaN")
+    return {name: float("nan") for name in names}
+
+  if metric == "cosine":
+    query = distances.l2_normalize(jnp.asarray(query_emb))
+    gallery = query if exclude_self else distances.l2_normalize(jnp.asarray(gallery_emb))
+    gallery_half_sq_norm = None
+  else:
+    query = jnp.asarray(query_emb)
+    gallery = query if exclude_self else jnp.asarray(gallery_emb)
+    gallery_half_sq_norm = 0.5 * jnp.sum(jnp.square(gallery.astype(jnp.float32)), axis=1)
+
+  gallery_codes_dev = jnp.asarray(gallery_codes)
+  per_query = np.zeros((num_queries, len(ks) + 3), np.float64)
+  for start, chunk in chunks:
+    rows = _retrieval_chunk(query[chunk], jnp.asarray(query_codes[chunk]), jnp.asarray(query_r[chunk]),
+                            jnp.int32(start), gallery, gallery_half_sq_norm, gallery_codes_dev, k=k, ks=ks,
+                            exclude_self=exclude_self)
+    per_query[chunk] = np.asarray(rows)
+  means = per_query[counted].mean(axis=0)
+  return {name: float(value) for name, value in zip(names, means)}
+
+
+def cluster_scores(labels, assignments) -> dict[str, float]:
+  """NMI and pairwise F1 of a clustering against the class labels.
+
+  `nmi` is scikit-learn's `normalized_mutual_info_score` (arithmetic-mean normalisation, its default).
+  `f1` is the pairwise F1 of Song et al. 2016 over unordered pairs: precision = same-cluster pairs that are
+  same-class / same-cluster pairs, recall = same-class pairs that are same-cluster / same-class pairs, from the
+  contingency table's n-choose-2 sums (scikit-learn's `pair_confusion_matrix`), never an N² loop. Edge cases:
+  with no same-cluster pair precision is 1 (nothing wrongly merged), with no same-class pair recall is 1, and
+  F1 = 0 when precision + recall = 0; so a perfect clustering always scores nmi = f1 = 1.
+
+  Args:
+    labels: `[N]` class labels.
+    assignments: `[N]` cluster ids.
+
+  Returns:
+    `{"nmi": float, "f1": float}`.
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or labels.shape[0] == 0:
+    raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+  assignments = _as_labels(assignments, labels.shape[0], "assignments")
+  nmi = sk_metrics.normalized_mutual_info_score(labels, assignments)
+  # Ordered-pair counts (each unordered pair twice; the factor cancels): [[diff/diff, diff-class/same-cluster],
+  # [same-class/diff-cluster, same/same]].
+  pairs = sk_metrics.cluster.pair_confusion_matrix(labels, assignments).astype(np.float64)
+  true_positive = pairs[1, 1]
+  same_cluster = pairs[1, 1] + pairs[0, 1]
+  same_class = pairs[1, 1] + pairs[1, 0]
+  precision = true_positive / same_cluster if same_cluster > 0 else 1.0
+  recall = true_positive / same_class if same_class > 0 else 1.0
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+  return {"nmi": float(nmi), "f1": float(f1)}
+
+
+def clustering_metrics(emb, labels, *, n_clusters: int | None = None, seed: int = 0) -> dict[str, float]:
+  """k-means on the embeddings, scored by `cluster_scores` (NMI and pairwise F1).
+
+  k-means runs on the embeddings **as given** (no extra L2 normalisation), as pytorch-metric-learning's
+  `AccuracyCalculator` (faiss k-means) and the DML papers' code do; the models in this library already end in an L2
+  normalisation. scikit-learn's `KMeans` (k-means++ initialisation, `random_state=seed`) replaces faiss. Its cost
+  grows as N·K·D per iteration, so SOP's 11,316 test classes take a long time on a CPU.
+
+  Args:
+    emb: `f[N, D]` embeddings.
+    labels: `[N]` class labels.
+    n_clusters: number of clusters K; default the number of distinct labels.
+    seed: k-means seed.
+
+  Returns:
+    `{"nmi": float, "f1": float}`.
+  """
+  emb = _as_embeddings(emb, "emb")
+  labels = _as_labels(labels, emb.shape[0], "labels")
+  if n_clusters is None:
+    n_clusters = len(np.unique(labels))
+  if not isinstance(n_clusters, (int, np.integer)) or not 1 <= n_clusters <= emb.shape[0]:
+    raise ValueError(f"n_clusters must be an integer in [1, {emb.shape[0]}] (the number of embeddings), "
+                     f"got {n_clusters!r}")
+  points = np.asarray(jnp.asarray(emb, jnp.float32))
+  assignments = sk_cluster.KMeans(n_clusters=int(n_clusters), n_init=1, random_state=seed).fit_predict(points)
+  return cluster_scores(labels, assignments)
+
+
+@jax.jit
+def _nearest_squared_distance_chunk(query, train, train_half_sq_norm):
+  """`f32[C]`: squared distance from each query to its nearest training embedding."""
+  scores = jnp.matmul(query, train.T, preferred_element_type=jnp.float32) - train_half_sq_norm[None, :]
+  nearest = train[jnp.argmax(scores, axis=1)]
+  # The Gram form only picks the neighbour; the distance itself is summed from explicit differences, so that it is
+  # exactly 0 for a duplicate instead of ~1e-7 of rounding.
+  difference = query.astype(jnp.float32) - nearest.astype(jnp.float32)
+  return jnp.sum(difference * difference, axis=1)
+
+
+def utilization(query_emb, train_emb, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
+  """Utilization (Metrix, Venkataramanan et al. 2022, c.8): mean squared distance to the nearest training embedding.
+
+    u(Q, X) = (1/|Q|) Σ_{q∈Q} min_{x∈X} ‖q − x‖²
+
+  Exact nearest neighbour over the whole training set, chunked over queries, on the embeddings as given (the paper
+  uses L2-normalised embeddings, which the models here output). Lower means test embeddings lie closer to training
+  embeddings.
+
+  Args:
+    query_emb: `f[Q, D]` test (query) embeddings.
+    train_emb: `f[N, D]` training embeddings.
+    chunk_size: queries per chunk; memory grows as `chunk_size × N × 4` bytes.
+
+  Returns:
+    The utilization as a Python float.
+  """
+  query = jnp.asarray(_as_embeddings(query_emb, "query_emb"))
+  train = jnp.asarray(_as_embeddings(train_emb, "train_emb"))
+  if query.shape[1] != train.shape[1]:
+    raise ValueError(f"query_emb and train_emb differ in dimension: {query.shape[1]} vs {train.shape[1]}")
+  chunks = _chunks(query.shape[0], chunk_size)
+  train_half_sq_norm = 0.5 * jnp.sum(jnp.square(train.astype(jnp.float32)), axis=1)
+  nearest = np.zeros(query.shape[0], np.float64)
+  for _, chunk in chunks:
+    nearest[chunk] = np.asarray(_nearest_squared_distance_chunk(query[chunk], train, train_half_sq_norm))
+  return float(nearest.mean())

@@ -1,0 +1,491 @@
+"""Deep metric learning losses as pure, jit-able functions of arrays.
+
+Every loss exists in two forms (DESIGN §2–§3):
+
+* `<loss>(embeddings f[B, D], labels i[B], *, hparams) -> f32[]`, the textbook loss over all pairs of a batch
+  (optionally followed by reference columns `ref_embeddings`/`ref_labels`, e.g. a cross-batch memory);
+* `<loss>_from_matrix(s, y, valid, *, hparams) -> f32[]` over three same-shaped `[A, B]` matrices: `s` the
+  distance or similarity of anchor a and candidate x, `y` the **soft** pair label in [0, 1], `valid` the 0/1 mask of
+  pairs that exist. With binary `y` these are the textbook losses; with soft `y` they are the Metrix losses
+  (Venkataramanan et al. 2022, eq. c.3: each candidate contributes y·ρ⁺ to the positive part and (1−y)·ρ⁻ to the
+  negative part of its anchor's loss). Methods (Metrix, DAML, AML, APFS) only build matrices and call these.
+
+With their defaults, values and gradients equal pytorch-metric-learning's (PML 2.x) for the same settings:
+`normalize=True` L2-normalises inside the loss as PML's distances do, hinge losses average their strictly positive
+terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's masked `logsumexp`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metriclearn import distances
+from metriclearn import labels as labels_lib
+from metriclearn import reducers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared plumbing: embeddings and labels -> (s, y, valid).
+
+
+def _check_batch(embeddings: jax.Array, labels: jax.Array, name: str = "embeddings") -> None:
+  if embeddings.ndim != 2:
+    raise ValueError(f"{name} must be [B, D], got shape {embeddings.shape}")
+  if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+    raise ValueError(f"labels must be [B] with B = {embeddings.shape[0]} to match {name}, got shape {labels.shape}")
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"labels must be integers (class ids), got dtype {labels.dtype}")
+
+
+def batch_matrices(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+    *,
+    metric: str = "euclidean",
+    normalize: bool = True,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(s, y, valid)` of a batch against `[batch; reference]`, self-pairs excluded.
+
+  Args:
+    embeddings: `f[B, D]`; labels: `i[B]`.
+    ref_embeddings, ref_labels: optional `f[R, D]`, `i[R]` extra candidate columns (cross-batch memory).
+    metric: one of `distances.METRICS`.
+    normalize: L2-normalise the rows first.
+
+  Returns:
+    `s` (`f32[B, B + R]`), `y` (`f32[B, B + R]`), `valid` (`f32[B, B + R]`).
+  """
+  _check_batch(embeddings, labels)
+  if (ref_embeddings is None) != (ref_labels is None):
+    raise ValueError("pass ref_embeddings and ref_labels together, or neither")
+  if normalize:
+    embeddings = distances.l2_normalize(embeddings)
+  s = distances.pairwise(embeddings, metric=metric)
+  if ref_embeddings is not None:
+    _check_batch(ref_embeddings, ref_labels, name="ref_embeddings")
+    if normalize:
+      ref_embeddings = distances.l2_normalize(ref_embeddings)
+    s = jnp.concatenate([s, distances.pairwise(embeddings, ref_embeddings, metric=metric)], axis=1)
+  y, valid = labels_lib.batch_matrices(labels, ref_labels)
+  return s, y, valid
+
+
+def _check_matrices(*matrices: jax.Array) -> None:
+  shapes = {m.shape for m in matrices}
+  if len(shapes) != 1 or matrices[0].ndim != 2:
+    raise ValueError(f"s, y and valid must be [A, B] matrices of one shape, got {[m.shape for m in matrices]}")
+
+
+def _pair_weights(y: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Positive weights y·valid and negative weights (1−y)·valid, in float32."""
+  y = y.astype(jnp.float32)
+  valid = valid.astype(jnp.float32)
+  return y * valid, (1.0 - y) * valid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Contrastive (Hadsell et al. 2006).
+
+
+def contrastive_from_matrix(
+    distance: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.5,
+    reducer: str = "mean_nonzero",
+) -> jax.Array:
+  """Contrastive loss over a distance matrix with soft labels.
+
+  Positive part y·[d − pos_margin]₊, negative part (1−y)·[neg_margin − d]₊, each reduced on its own and summed.
+  With `mean_nonzero` and soft y this is Metrix's mixed contrastive loss exactly as coded (metrix.md c.6):
+  `mean_{k: λd_k>0} λd_k + mean_{k: (1−λ)[0.5−d_k]₊>0} (1−λ)[0.5−d_k]₊`.
+
+  Args:
+    distance: `f[A, B]` distances (Euclidean or squared); y: `f[A, B]` soft pair labels; valid: `f[A, B]` 0/1.
+    pos_margin, neg_margin: hinge margins on the distance.
+    reducer: one of `reducers.REDUCERS`.
+
+  Returns:
+    `f32[]`.
+  """
+  _check_matrices(distance, y, valid)
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  distance = distance.astype(jnp.float32)
+  pos_terms = pos_weight * jax.nn.relu(distance - pos_margin)
+  neg_terms = neg_weight * jax.nn.relu(neg_margin - distance)
+  return reducers.reduce(pos_terms, pos_weight, reducer) + reducers.reduce(neg_terms, neg_weight, reducer)
+
+
+def contrastive(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 0.5,
+    squared: bool = False,
+    normalize: bool = True,
+    reducer: str = "mean_nonzero",
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+) -> jax.Array:
+  """Contrastive loss over all ordered pairs i ≠ j of a batch (Hadsell et al. 2006; PML `ContrastiveLoss`).
+
+  L = mean⁺_{(a,p)} [d(a,p) − pos_margin]₊ + mean⁺_{(a,n)} [neg_margin − d(a,n)]₊, where mean⁺ averages the strictly
+  positive terms. `squared=True` uses the squared Euclidean distance.
+
+  Example:
+    >>> loss = contrastive(jnp.ones((4, 8)), jnp.array([0, 0, 1, 1]))
+  """
+  metric = "squared_euclidean" if squared else "euclidean"
+  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
+  return contrastive_from_matrix(s, y, valid, pos_margin=pos_margin, neg_margin=neg_margin, reducer=reducer)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Triplet margin loss (Weinberger & Saul 2009; Schroff et al. 2015), all triplets.
+
+
+def _searchsorted_rows(sorted_rows: jax.Array, queries: jax.Array) -> jax.Array:
+  """Per row r: the number of entries of `sorted_rows[r]` strictly less than each `queries[r, j]`."""
+  return jax.vmap(lambda row, q: jnp.searchsorted(row, q, side="left"))(sorted_rows, queries)
+
+
+def triplet_from_matrix(
+    distance: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    margin: float = 0.1,
+) -> jax.Array:
+  """Triplet loss over all (a, p, n): mean of the strictly positive w·[d(a,p) − d(a,n) + margin]₊.
+
+  The weight of a triplet is y[a,p]·(1−y[a,n]) (times validity), so binary labels give the textbook all-triplets
+  loss and soft labels weight each mixed candidate as a positive by y and as a negative by 1−y (a candidate is never
+  paired with itself).
+
+  Computed exactly in O(A·B log B) time and O(A·B) memory instead of materialising A·B² triplets: per anchor, the
+  negatives are sorted by distance and, for each positive threshold t = d(a,p) + margin, the sum over violating
+  negatives Σ_{n: d_an < t} v_n (t − d_an) = t·V(t) − Z(t) is read from prefix sums V, Z of the sorted weights and
+  weighted distances. Gradients flow through the sort's permutation and the prefix sums.
+
+  Returns:
+    `f32[]`; 0 when no triplet violates the margin.
+  """
+  _check_matrices(distance, y, valid)
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  distance = distance.astype(jnp.float32)
+  is_negative = neg_weight > 0
+  # Sort key: non-negatives go last (+inf) so they are never counted as violating.
+  sort_key = jnp.where(is_negative, jax.lax.stop_gradient(distance), jnp.inf)
+  order = jnp.argsort(sort_key, axis=1)
+  sorted_key = jnp.take_along_axis(sort_key, order, axis=1)
+  sorted_distance = jnp.take_along_axis(distance, order, axis=1)
+  sorted_weight = jnp.take_along_axis(neg_weight, order, axis=1)
+  sorted_count = jnp.take_along_axis(is_negative.astype(jnp.float32), order, axis=1)
+
+  def prefix(values):  # [A, B] -> [A, B + 1] with a leading zero, so index k means "the first k sorted negatives".
+    return jnp.pad(jnp.cumsum(values, axis=1), ((0, 0), (1, 0)))
+
+  threshold = distance + margin  # one per positive candidate p
+  num_below = _searchsorted_rows(sorted_key, jax.lax.stop_gradient(threshold))
+  weight_below = jnp.take_along_axis(prefix(sorted_weight), num_below, axis=1)
+  weighted_distance_below = jnp.take_along_axis(prefix(sorted_weight * sorted_distance), num_below, axis=1)
+  count_below = jnp.take_along_axis(prefix(sorted_count), num_below, axis=1)
+
+  # Remove the triplet (a, p, p) that a soft-labelled candidate forms with itself (its hinge is exactly the margin).
+  self_triplet = (pos_weight > 0) & is_negative & (margin > 0)
+  total = jnp.sum(pos_weight * (threshold * weight_below - weighted_distance_below))
+  total -= jnp.sum(jnp.where(self_triplet, pos_weight * neg_weight * margin, 0.0))
+  count = jnp.sum(jnp.where(pos_weight > 0, count_below, 0.0)) - jnp.sum(self_triplet.astype(jnp.float32))
+  return reducers.safe_divide(total, count)
+
+
+def triplet(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    margin: float = 0.1,
+    squared: bool = False,
+    normalize: bool = True,
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+) -> jax.Array:
+  """Triplet margin loss over all valid (a, p, n), p ≠ a (PML `TripletMarginLoss`, all triplets).
+
+  L = mean⁺_{(a,p,n)} [d(a,p) − d(a,n) + margin]₊ (mean of the strictly positive terms). Eq. (1), Schroff et al.
+  2015, with unsquared distances by default as PML.
+  """
+  metric = "squared_euclidean" if squared else "euclidean"
+  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
+  return triplet_from_matrix(s, y, valid, margin=margin)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-similarity (Wang et al. 2019) and proxy anchor (Kim et al. 2020).
+
+
+def multi_similarity_from_matrix(
+    similarity: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+) -> jax.Array:
+  """Multi-similarity loss over a similarity matrix with soft labels (Wang et al. 2019, eq. 8; Metrix eq. c.3).
+
+  Per anchor: (1/α)·log(1 + Σ_x y·e^{−α(s−base)}) + (1/β)·log(1 + Σ_x (1−y)·e^{β(s−base)}); mean over all anchors.
+  """
+  _check_matrices(similarity, y, valid)
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  similarity = similarity.astype(jnp.float32)
+  pos = reducers.masked_logsumexp(-alpha * (similarity - base), pos_weight, add_one=True) / alpha
+  neg = reducers.masked_logsumexp(beta * (similarity - base), neg_weight, add_one=True) / beta
+  return jnp.mean(pos + neg)
+
+
+def multi_similarity(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+) -> jax.Array:
+  """Multi-similarity loss on cosine similarities of all pairs (PML `MultiSimilarityLoss`, no miner)."""
+  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="cosine", normalize=True)
+  return multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base)
+
+
+def proxy_anchor_from_matrix(
+    similarity: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    margin: float = 0.1,
+    alpha: float = 32.0,
+) -> jax.Array:
+  """Proxy-anchor loss with proxies as anchors (rows) and batch embeddings as candidates (Kim et al. 2020, eq. 4).
+
+  (1/|P⁺|) Σ_c log(1 + Σ_x y·e^{−α(s−δ)}) + (1/C) Σ_c log(1 + Σ_x (1−y)·e^{α(s+δ)}), where C is the number of
+  proxies (rows) and P⁺ the proxies with a positive candidate. Soft y gives Metrix's mixed proxy anchor (c.2–c.3).
+  """
+  _check_matrices(similarity, y, valid)
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  similarity = similarity.astype(jnp.float32)
+  pos = reducers.masked_logsumexp(-alpha * (similarity - margin), pos_weight, add_one=True)
+  neg = reducers.masked_logsumexp(alpha * (similarity + margin), neg_weight, add_one=True)
+  num_with_positive = jnp.sum(jnp.any(pos_weight > 0, axis=1).astype(jnp.float32))
+  return reducers.safe_divide(jnp.sum(pos), num_with_positive) + jnp.sum(neg) / similarity.shape[0]
+
+
+def proxy_anchor(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    proxies: jax.Array,
+    *,
+    margin: float = 0.1,
+    alpha: float = 32.0,
+) -> jax.Array:
+  """Proxy-anchor loss (PML `ProxyAnchorLoss`): `proxies` `f[C, D]` are learnable, one per training class.
+
+  Labels must lie in [0, C); a label outside that range would silently have no proxy, so keep C ≥ num classes.
+  """
+  _check_batch(embeddings, labels)
+  if proxies.ndim != 2 or proxies.shape[1] != embeddings.shape[1]:
+    raise ValueError(f"proxies must be [C, D] with D = {embeddings.shape[1]}, got shape {proxies.shape}")
+  similarity = distances.cosine_similarity(proxies, embeddings)
+  y = labels_lib.pair_labels(jnp.arange(proxies.shape[0], dtype=labels.dtype), labels)
+  return proxy_anchor_from_matrix(similarity, y, jnp.ones_like(y), margin=margin, alpha=alpha)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# N-pair (Sohn 2016).
+
+
+def npair_from_matrix(similarity: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+  """N-pair loss as a cross-entropy per anchor row (Sohn 2016, eq. 3): LSE_valid(s) − Σ y·s / Σ y.
+
+  With one positive per row this is log(1 + Σ_n e^{s_an − s_ap}). Rows without a positive are skipped; the loss is
+  the mean over the rows with one.
+  """
+  _check_matrices(similarity, y, valid)
+  pos_weight, _ = _pair_weights(y, valid)
+  similarity = similarity.astype(jnp.float32)
+  valid = valid.astype(jnp.float32)
+  positive_mass = jnp.sum(pos_weight, axis=1)
+  has_positive = positive_mass > 0
+  log_partition = reducers.masked_logsumexp(similarity, valid, add_one=False)
+  positive_similarity = reducers.safe_divide(jnp.sum(pos_weight * similarity, axis=1), positive_mass)
+  per_row = jnp.where(has_positive, log_partition - positive_similarity, 0.0)
+  return reducers.safe_divide(jnp.sum(per_row), jnp.sum(has_positive.astype(jnp.float32)))
+
+
+def npair_pairs(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One (anchor, positive) per class with ≥ 2 samples: its first and second occurrence in batch order.
+
+  Returns:
+    `is_anchor` (`bool[B]`, True at each class's first occurrence when the class has a second one) and
+    `positive_index` (`i32[B]`, the second occurrence; meaningful where `is_anchor`).
+  """
+  same = labels[:, None] == labels[None, :]
+  index = jnp.arange(labels.shape[0])
+  earlier = same & (index[None, :] < index[:, None])
+  later = same & (index[None, :] > index[:, None])
+  is_anchor = ~jnp.any(earlier, axis=1) & jnp.any(later, axis=1)
+  positive_index = jnp.argmax(later, axis=1)  # first True in batch order
+  return is_anchor, positive_index
+
+
+def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True) -> jax.Array:
+  """N-pair loss (PML `NPairsLoss`): one (anchor, positive) per class, cross-entropy over the other positives.
+
+  Similarities are cosine (PML's `DotProductSimilarity` on normalised embeddings); `normalize=False` uses raw dot
+  products as in Sohn 2016.
+  """
+  _check_batch(embeddings, labels)
+  if normalize:
+    embeddings = distances.l2_normalize(embeddings)
+  is_anchor, positive_index = npair_pairs(labels)
+  similarity = distances.dot_product(embeddings, embeddings[positive_index])
+  y = jnp.eye(labels.shape[0], dtype=jnp.float32)
+  valid = (is_anchor[:, None] & is_anchor[None, :]).astype(jnp.float32)
+  return npair_from_matrix(similarity, y, valid)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lifted structure (Song et al. 2016) and its generalisation (Hermans et al. 2017).
+
+
+def lifted_structure_from_matrix(
+    distance: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+) -> jax.Array:
+  """Smooth lifted structure loss (Song et al. 2016, eq. 4; PML `LiftedStructureLoss`).
+
+  For each positive pair (a, p): J = log(Σ_{(a,n)} e^{m − d_an} + Σ_{(p,n)} e^{m − d_pn}) + d_ap − pos_margin, the
+  loss ½[J]₊², averaged over ordered positive pairs (weighted by y for soft labels).
+
+  The first A candidate columns must be the anchors themselves (rows), as `batch_matrices` builds them, so that the
+  negatives of p are row p; a positive among the extra columns (index ≥ A) pools the negatives of a alone.
+  An empty negative set contributes a log-sum-exp of 0, as PML.
+  """
+  _check_matrices(distance, y, valid)
+  num_anchors, num_candidates = distance.shape
+  if num_candidates < num_anchors:
+    raise ValueError(f"lifted structure needs the anchors among the candidates (B ≥ A), got {distance.shape}")
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  distance = distance.astype(jnp.float32)
+  row_lse = reducers.masked_logsumexp(neg_margin - distance, neg_weight)  # [A]
+  row_nonempty = jnp.any(neg_weight > 0, axis=1)
+  pad = num_candidates - num_anchors
+  column_lse = jnp.pad(row_lse, (0, pad))
+  column_nonempty = jnp.pad(row_nonempty, (0, pad))
+  anchor_lse, anchor_nonempty = row_lse[:, None], row_nonempty[:, None]
+  positive_lse, positive_nonempty = column_lse[None, :], column_nonempty[None, :]
+  # Union of the negatives of a and of p: a log-add-exp of the two row log-sum-exps; an empty side drops out.
+  pooled = jnp.where(
+      anchor_nonempty & positive_nonempty,
+      jnp.logaddexp(anchor_lse, positive_lse),
+      jnp.where(anchor_nonempty, anchor_lse, jnp.where(positive_nonempty, positive_lse, 0.0)),
+  )
+  per_pair = 0.5 * jnp.square(jax.nn.relu(pooled + distance - pos_margin))
+  return reducers.weighted_mean(per_pair, pos_weight)
+
+
+def lifted_structure(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+    normalize: bool = True,
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+) -> jax.Array:
+  """Lifted structure loss over all ordered positive pairs of the batch (Euclidean distances)."""
+  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="euclidean", normalize=normalize)
+  return lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin)
+
+
+def generalized_lifted_structure_from_matrix(
+    distance: jax.Array,
+    y: jax.Array,
+    valid: jax.Array,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+) -> jax.Array:
+  """Generalised lifted structure (Hermans et al. 2017, p. 4; PML `GeneralizedLiftedStructureLoss`).
+
+  Per anchor: [LSE_P(d − pos_margin) + LSE_N(neg_margin − d)]₊ with soft weights y and 1−y; an empty set's LSE is 0;
+  mean over all anchors.
+  """
+  _check_matrices(distance, y, valid)
+  pos_weight, neg_weight = _pair_weights(y, valid)
+  distance = distance.astype(jnp.float32)
+  pos = reducers.masked_logsumexp(distance - pos_margin, pos_weight)
+  neg = reducers.masked_logsumexp(neg_margin - distance, neg_weight)
+  return jnp.mean(jax.nn.relu(pos + neg))
+
+
+def generalized_lifted_structure(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    *,
+    neg_margin: float = 1.0,
+    pos_margin: float = 0.0,
+    normalize: bool = True,
+    ref_embeddings: jax.Array | None = None,
+    ref_labels: jax.Array | None = None,
+) -> jax.Array:
+  """Generalised lifted structure loss over all anchors of the batch (Euclidean distances)."""
+  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="euclidean", normalize=normalize)
+  return generalized_lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry: name -> (embedding form, matrix form, the metric its matrix form expects).
+
+LOSSES = {
+    "contrastive": contrastive,
+    "triplet": triplet,
+    "multi_similarity": multi_similarity,
+    "proxy_anchor": proxy_anchor,
+    "npair": npair,
+    "lifted_structure": lifted_structure,
+    "generalized_lifted_structure": generalized_lifted_structure,
+}
+
+MATRIX_LOSSES = {
+    "contrastive": contrastive_from_matrix,
+    "triplet": triplet_from_matrix,
+    "multi_similarity": multi_similarity_from_matrix,
+    "proxy_anchor": proxy_anchor_from_matrix,
+    "npair": npair_from_matrix,
+    "lifted_structure": lifted_structure_from_matrix,
+    "generalized_lifted_structure": generalized_lifted_structure_from_matrix,
+}
+
+# The `s` each matrix form expects when built from embeddings (what `batch_matrices(metric=...)` should produce).
+MATRIX_METRIC = {
+    "contrastive": "euclidean",
+    "triplet": "euclidean",
+    "multi_similarity": "cosine",
+    "proxy_anchor": "cosine",
+    "npair": "cosine",
+    "lifted_structure": "euclidean",
+    "generalized_lifted_structure": "euclidean",
+}
