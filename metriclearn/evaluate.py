@@ -88,7 +88,7 @@ def _retrieval_chunk(query, query_codes, query_r, offset, gallery, gallery_half_
   hits_in_r = jnp.where(within_r, relevant, False)
   safe_r = jnp.maximum(query_r, 1).astype(jnp.float32)
   r_precision = jnp.sum(hits_in_r, axis=1) / safe_r
-  precision_at_rank = 1 + jnp.cumsum(relevant, axis=1).astype(jnp.float32) / rank
+  precision_at_rank = jnp.cumsum(relevant, axis=1).astype(jnp.float32) / rank
   map_at_r = jnp.sum(jnp.where(hits_in_r, precision_at_rank, 0.0), axis=1) / safe_r
   columns = [jnp.any(relevant[:, :kk], axis=1) for kk in ks] + [relevant[:, 0], r_precision, map_at_r]
   return jnp.stack([c.astype(jnp.float32) for c in columns], axis=1)

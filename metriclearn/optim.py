@@ -57,7 +57,7 @@ _DEFAULTS: dict[str, Any] = {
     "boundaries": (),
     "gamma": 0.1,
     "warmup_cosine_steps": 0,
-    "lr_multipliers": {},
+    "lr_multipliers": (),
     "frozen_warmup_steps": 0,
     "trainable_during_warmup": "head",
     "frozen": "",
@@ -84,7 +84,8 @@ def default_config() -> ml_collections.ConfigDict:
     boundaries: "step": steps at which the lr is multiplied by `gamma` (torch's MultiStepLR).
     gamma: "step": decay factor.
     warmup_cosine_steps: "cosine": steps of linear warm-up from 0 to `learning_rate`.
-    lr_multipliers: {pattern: multiplier}; the first matching pattern wins, unmatched parameters get 1.
+    lr_multipliers: ((pattern, multiplier), ...) pairs or a {pattern: multiplier} dict; the first matching pattern
+      wins, unmatched parameters get 1. (Pairs, because ConfigDict keys cannot contain the dots of a regex.)
     frozen_warmup_steps: steps during which only `trainable_during_warmup` parameters are updated.
     trainable_during_warmup: pattern of the parameters trained during the warm-up.
     frozen: pattern of parameters never updated ("" = none).
@@ -100,7 +101,11 @@ def _resolve(config: Mapping[str, Any] | ml_collections.ConfigDict | None) -> di
     raise ValueError(f"unknown optimizer config key(s) {unknown}; valid keys: {sorted(_DEFAULTS)}")
   resolved = dict(_DEFAULTS)
   resolved.update({key: value for key, value in given.items() if value is not None})
-  resolved["lr_multipliers"] = dict(resolved["lr_multipliers"])
+  multipliers = resolved["lr_multipliers"]
+  pairs = list(multipliers.items()) if hasattr(multipliers, "items") else list(multipliers)
+  if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+    raise ValueError(f"lr_multipliers must be (pattern, multiplier) pairs or a dict, got {multipliers!r}")
+  resolved["lr_multipliers"] = [(str(pattern), float(value)) for pattern, value in pairs]
   return resolved
 
 
@@ -177,10 +182,9 @@ def param_labels(config: Mapping[str, Any] | ml_collections.ConfigDict | None, p
   """
   config = _resolve(config)
   paths = param_paths(params)
-  multipliers = {pattern: float(value) for pattern, value in config["lr_multipliers"].items()}
-  for pattern in multipliers:  # each pattern must select something
+  for pattern, _ in config["lr_multipliers"]:  # each pattern must select something
     path_mask(params, pattern, "lr_multipliers")
-  compiled = [(_compile(pattern, "lr_multipliers"), value) for pattern, value in multipliers.items()]
+  compiled = [(_compile(pattern, "lr_multipliers"), value) for pattern, value in config["lr_multipliers"]]
   frozen = path_mask(params, config["frozen"], "frozen") if config["frozen"] else jax.tree.map(lambda _: False, paths)
   if int(config["frozen_warmup_steps"]) > 0:
     held_back = jax.tree.map(lambda m: not m,

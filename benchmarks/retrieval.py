@@ -1,0 +1,158 @@
+"""Speed and memory of exact retrieval metrics: `metriclearn.evaluate.retrieval_metrics` next to faiss + NumPy.
+
+Self-retrieval of N random unit vectors (d = 512) with SOP-like labels (classes of 2-12 items), Recall@{1,10,100}
+and MAP@R. Each (method, N) runs in a fresh subprocess so that its peak resident memory (`ru_maxrss`) is its own;
+the table gives the peak and its growth over the process's state just before the call (interpreter, libraries and
+the embeddings already loaded). The machine's float32 matmul rate is measured in the same run (a jitted matmul, best
+of several shapes) and exact kNN is counted as 2·N²·d flops.
+
+    python benchmarks/retrieval.py                      # N = 10,000 and 60,502 (SOP test set)
+    python benchmarks/retrieval.py --sizes 10000 --repeats 3
+
+Results and the machine they came from: benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+KS = (1, 10, 100)
+DIM = 512
+
+
+def sop_like_data(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  sizes = rng.integers(2, 13, n // 2 + 1)
+  labels = np.repeat(np.arange(len(sizes)), sizes)[:n]
+  if np.sum(labels == labels[-1]) == 1:  # keep every class at >= 2 items, as in SOP
+    labels[-1] = labels[-2]
+  emb = rng.standard_normal((n, dim), dtype=np.float32)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  return emb, rng.permutation(labels)
+
+
+def faiss_numpy_metrics(emb: np.ndarray, labels: np.ndarray, ks=KS) -> dict[str, float]:
+  """faiss exact inner-product search, the query's own row removed by index, metrics in NumPy."""
+  import faiss  # pylint: disable=import-outside-toplevel
+
+  n = len(labels)
+  _, codes = np.unique(labels, return_inverse=True)
+  r = np.bincount(codes)[codes] - 1
+  k = max(max(ks), int(r.max()))
+  index = faiss.IndexFlatIP(emb.shape[1])
+  index.add(emb)
+  _, neighbours = index.search(emb, k + 1)
+  keep = neighbours != np.arange(n)[:, None]
+  keep[keep.all(axis=1), -1] = False  # the query was not among its k + 1 nearest (ties): drop the last instead
+  neighbours = neighbours[keep].reshape(n, k)
+  relevant = codes[neighbours] == codes[:, None]
+  rank = np.arange(1, k + 1)
+  within_r = rank[None, :] <= r[:, None]
+  counted = r > 0
+  result = {f"recall@{kk}": relevant[:, :kk].any(axis=1) for kk in ks}
+  result["precision@1"] = relevant[:, 0]
+  result["r_precision"] = (relevant & within_r).sum(axis=1) / np.maximum(r, 1)
+  result["map@r"] = ((np.cumsum(relevant, axis=1) / rank) * (relevant & within_r)).sum(axis=1) / np.maximum(r, 1)
+  return {name: float(np.mean(value[counted])) for name, value in result.items()}
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def child(method: str, n: int, chunk_size: int | None) -> dict:
+  emb, labels = sop_like_data(n, DIM)
+  if method == "metriclearn":
+    from metriclearn import evaluate  # pylint: disable=import-outside-toplevel
+    kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+    run = lambda: evaluate.retrieval_metrics(emb, labels, ks=KS, metric="cosine", **kwargs)
+  else:
+    import faiss  # pylint: disable=import-outside-toplevel,unused-import
+    run = lambda: faiss_numpy_metrics(emb, labels)
+  before = peak_rss_mib()
+  start = time.perf_counter()
+  metrics = run()
+  seconds = time.perf_counter() - start
+  peak = peak_rss_mib()
+  return {"seconds": seconds, "peak_mib": peak, "growth_mib": peak - before, "metrics": metrics}
+
+
+def matmul_rate() -> float:
+  """Best float32 GFLOP/s of a jitted matmul over a few large shapes (square, and the retrieval chunk's)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  best = 0.0
+  for m, k, n in [(4096, 4096, 4096), (2048, 2048, 2048), (1024, 512, 60502), (2048, 512, 60502)]:
+    a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    for _ in range(3):
+      start = time.perf_counter()
+      matmul(a, b).block_until_ready()
+      best = max(best, 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+  return best
+
+
+def run_child(*args: str) -> dict:
+  here = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), os.environ.get("PYTHONPATH", "")]))
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *args], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_502])
+  parser.add_argument("--repeats", type=int, default=1, help="fresh processes per configuration; the fastest counts")
+  parser.add_argument("--chunk-size", type=int, default=None, help="retrieval_metrics chunk_size (default: its own)")
+  parser.add_argument("--methods", nargs="+", default=["metriclearn", "faiss+numpy"])
+  parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    if args.child[0] == "matmul":
+      print(json.dumps({"gflops": matmul_rate()}))
+    else:
+      print(json.dumps(child(args.child[0], int(args.child[1]), args.chunk_size)))
+    return
+
+  chunk_args = [] if args.chunk_size is None else ["--chunk-size", str(args.chunk_size)]
+  peak_gflops = max(run_child("matmul")["gflops"] for _ in range(args.repeats))
+  print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; jitted float32 matmul peak {peak_gflops:.0f} GFLOP/s")
+  print(f"self-retrieval, d = {DIM}, ks = {KS} + MAP@R, random unit vectors, SOP-like labels; "
+        f"best of {args.repeats} fresh process(es)\n")
+  header = (f"| {'N':>6} | {'method':<11} | {'time s':>6} | {'GFLOP/s':>7} | {'% matmul peak':>13} | "
+            f"{'peak RSS MiB':>12} | {'RSS growth MiB':>14} | {'R@1':>6} | {'MAP@R':>7} |")
+  print(header)
+  print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+  for n in args.sizes:
+    results = {}
+    for method in args.methods:
+      runs = [run_child(method, str(n), *chunk_args) for _ in range(args.repeats)]
+      best = min(runs, key=lambda r: r["seconds"])
+      best["peak_mib"] = max(r["peak_mib"] for r in runs)
+      best["growth_mib"] = max(r["growth_mib"] for r in runs)
+      results[method] = best
+      gflops = 2 * n * n * DIM / best["seconds"] / 1e9
+      print(f"| {n:>6} | {method:<11} | {best['seconds']:>6.1f} | {gflops:>7.0f} | {100 * gflops / peak_gflops:>12.0f}% | "
+            f"{best['peak_mib']:>12.0f} | {best['growth_mib']:>14.0f} | {best['metrics']['recall@1']:>6.4f} | "
+            f"{best['metrics']['map@r']:>7.5f} |", flush=True)
+    if len(results) == 2:
+      a, b = results.values()
+      difference = max(abs(a["metrics"][name] - b["metrics"][name]) for name in a["metrics"])
+      assert difference < 1e-4, f"the two methods disagree by {difference}"
+  print("\nthe methods' metrics agree (max |difference| < 1e-4) at every N")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,49 @@
+"""Checkpoints of the train state with orbax: every N steps and at the end, automatic resume (DESIGN §6, §9)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """An orbax `CheckpointManager` over `workdir/checkpoints` for one train-state pytree.
+
+  Saves are asynchronous; `close()` waits for the last one. A save interrupted by SIGKILL leaves a temporary
+  directory that `latest_step()` ignores, so a resumed run starts from the previous complete checkpoint.
+  """
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 2):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True),
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any) -> None:
+    self.manager.save(step, args=ocp.args.StandardSave(state))
+
+  def restore(self, step: int, like: Any) -> Any:
+    """The state saved at `step`, with the structure, shapes and shardings of `like`.
+
+    Raises:
+      ValueError: the checkpoint holds a different state (another model, loss or method).
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as error:
+      raise ValueError(
+          f"the checkpoint at step {step} in {self.directory} is from another model (its parameters do not match "
+          f"this config's): {error}\nUse a new --workdir for this config, or delete that directory to start over."
+      ) from None
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

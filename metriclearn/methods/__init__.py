@@ -1,0 +1,21 @@
+"""Training methods: each builds its state additions and its jitted step (DESIGN §4).
+
+A method is a class constructed as `Method(config, model, num_classes)` with
+`init(rng, images) -> (params, batch_stats, method_state)` and
+`train_step(state, batch, tx) -> (state, metrics)`, a pure function that the training program jits once.
+"""
+
+from __future__ import annotations
+
+from metriclearn import registry
+from metriclearn.methods.baseline import Baseline
+
+METHODS = {
+    "baseline": Baseline,
+}
+
+
+def create_method(config, model, num_classes: int):
+  """The method named by `config.method.name`, built for `model` and a training set of `num_classes` classes."""
+  method_cls = registry.lookup(METHODS, config.method.name, "method")
+  return method_cls(config, model, num_classes)

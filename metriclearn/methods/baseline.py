@@ -1,0 +1,75 @@
+"""The baseline method: a registered loss (DESIGN §3) on the embeddings of the batch, one optax update per step."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from metriclearn import losses
+from metriclearn import registry
+from metriclearn.state import TrainState, model_params
+
+
+def apply_model(model: nn.Module, params: Any, batch_stats: Any, images: jax.Array, *, train: bool, **kwargs):
+  """Runs `model` on `images`; in training returns `(output, new_batch_stats)`, else the output alone."""
+  variables = {"params": model_params(params), "batch_stats": batch_stats}
+  if not train:
+    return model.apply(variables, images, train=False, **kwargs)
+  output, updates = model.apply(variables, images, train=True, mutable=["batch_stats"], **kwargs)
+  return output, updates.get("batch_stats", batch_stats)
+
+
+def init_proxies(rng: jax.Array, num_classes: int, embedding_dim: int) -> jax.Array:
+  """Proxy-anchor proxies `f32[C, D]`, Kaiming-normal with fan_out = C, as pytorch-metric-learning initialises them."""
+  return jax.random.normal(rng, (num_classes, embedding_dim)) * jnp.sqrt(2.0 / num_classes)
+
+
+def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation, **changes) -> TrainState:
+  """One optax update of `state.params`; `changes` replace other fields (batch_stats, method_state)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, **changes)
+
+
+class Baseline:
+  """Any registered loss on the batch embeddings: `config.loss = {name, kwargs}`."""
+
+  def __init__(self, config, model: nn.Module, num_classes: int):
+    self.model = model
+    self.num_classes = num_classes
+    self.loss_name = config.loss.name
+    loss_fn = registry.lookup(losses.LOSSES, self.loss_name, "loss")
+    kwargs = dict(config.loss.get("kwargs", {}))
+    registry.check_kwargs(loss_fn, kwargs, f"loss {self.loss_name!r}")
+    self.loss_fn = functools.partial(loss_fn, **kwargs)
+
+  def init(self, rng: jax.Array, images: jax.Array):
+    """`(params, batch_stats, method_state)` for a model that sees batches like `images`."""
+    model_rng, proxy_rng = jax.random.split(rng)
+    variables = self.model.init(model_rng, images, train=False)
+    params = dict(variables["params"])
+    if self.loss_name == "proxy_anchor":
+      params["loss"] = {"proxies": init_proxies(proxy_rng, self.num_classes, self.model.embedding_dim)}
+    return params, variables.get("batch_stats", {}), {}
+
+  def loss(self, params, batch_stats, batch, rng):
+    """The loss of one batch and the updated BatchNorm statistics."""
+    del rng  # the baseline is deterministic given the batch
+    embeddings, batch_stats = apply_model(self.model, params, batch_stats, batch["image"], train=True)
+    if self.loss_name == "proxy_anchor":
+      value = self.loss_fn(embeddings, batch["label"], params["loss"]["proxies"])
+    else:
+      value = self.loss_fn(embeddings, batch["label"])
+    return value, batch_stats
+
+  def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, batch_stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, state.batch_stats, batch, rng)
+    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
+    return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}

@@ -1,0 +1,303 @@
+"""The training program: `train_and_evaluate(config, workdir)` (DESIGN §5–§9).
+
+config → dataset → sampler → loader (host prefetch) → device (batch sharded over mesh axis "data") → method step
+(one `jax.jit`) → state → checkpoints / evaluation / logs. A run on a workdir that holds checkpoints resumes from the
+latest one and reproduces the uninterrupted run exactly: batches are a pure function of (seed, step) and every
+step's randomness is `fold_in(rng, step)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+from tensorboardX import SummaryWriter
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from metriclearn import checkpoint
+from metriclearn import data
+from metriclearn import evaluate
+from metriclearn import methods
+from metriclearn import models
+from metriclearn import optim
+from metriclearn import plots
+from metriclearn import registry
+from metriclearn.data import loader as loader_lib
+from metriclearn.data import samplers
+from metriclearn.methods.baseline import apply_model
+from metriclearn.state import TrainState
+
+# Keys every recipe shares (DESIGN §8); a config with any other top-level key is refused before any compute.
+CONFIG_KEYS = (
+    "name", "seed", "num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "max_checkpoints",
+    "dataset", "sampler", "model", "loss", "method", "optimizer", "eval",
+)
+_COMPONENT_KEYS = {
+    "dataset": ("name", "data_dir", "kwargs"),
+    "sampler": ("name", "kwargs"),
+    "model": ("name", "embedding_dim", "pooling", "freeze_bn", "kwargs"),
+    "loss": ("name", "kwargs"),
+    "method": ("name", "kwargs"),
+    "eval": ("batch_size", "ks", "metric", "clustering", "baselines", "plots"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config checks: every mistake a user can make in a config is reported before anything is computed.
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError on an unknown key or component name; the message lists the valid ones."""
+  unknown = sorted(set(config.keys()) - set(CONFIG_KEYS))
+  if unknown:
+    raise ValueError(f"unknown config key(s) {unknown}; valid top-level keys: {list(CONFIG_KEYS)}")
+  for section, keys in _COMPONENT_KEYS.items():
+    extra = sorted(set(config[section].keys()) - set(keys))
+    if extra:
+      raise ValueError(f"unknown key(s) {extra} in config.{section}; valid keys: {list(keys)}")
+  registry.lookup(data.DATASETS, config.dataset.name, "dataset")
+  registry.lookup(samplers.SAMPLERS, config.sampler.name, "sampler")
+  registry.lookup(models.MODELS, config.model.name, "model")
+  registry.lookup(methods.METHODS, config.method.name, "method")
+  for key in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+    if int(config[key]) <= 0:
+      raise ValueError(f"config.{key} must be a positive integer, got {config[key]}")
+  num_devices = jax.device_count()
+  if config.batch_size % num_devices:
+    raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of devices ({num_devices}) "
+                     "so that each device gets an equal share of the batch")
+  if config.eval.batch_size % num_devices:
+    raise ValueError(f"eval.batch_size {config.eval.batch_size} must be divisible by the number of devices "
+                     f"({num_devices})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Embeddings and their evaluation.
+
+
+def embed_split(embed_fn, split: data.Split, batch_size: int, sharding: NamedSharding) -> np.ndarray:
+  """`f32[N, D]` embeddings of a whole split, in order, with fixed-size batches (one compilation)."""
+  chunks = []
+  for batch in loader_lib.eval_batches(split, batch_size):
+    images = jax.device_put(batch["image"], sharding)
+    chunks.append(np.asarray(embed_fn(images))[batch["mask"]])
+  return np.concatenate(chunks).astype(np.float32)
+
+
+def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, eval_config, *, clustering: bool) -> dict:
+  """Retrieval metrics (and NMI / F1 when `clustering`) of the test split against itself."""
+  results = evaluate.retrieval_metrics(embeddings, labels, ks=tuple(eval_config.ks), metric=eval_config.metric)
+  if clustering:
+    results.update(evaluate.clustering_metrics(embeddings, labels, seed=0))
+  return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Logs: stdout table, metrics.jsonl, TensorBoard (clu), results.json.
+
+
+class JsonlLog:
+  """`workdir/metrics.jsonl`, one JSON object per logged step or evaluation; on resume, lines after the restored
+  step are dropped (they are recomputed identically)."""
+
+  def __init__(self, path: str, resume_step: int):
+    self.path = path
+    records = []
+    if os.path.exists(path):
+      with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    self.records = [r for r in records if r["step"] <= resume_step]
+    with open(path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+  def write(self, record: dict) -> None:
+    self.records.append(record)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+class ScalarWriter:
+  """TensorBoard scalars in `workdir` (tensorboardX; clu's writers would pull in TensorFlow), one writer per run."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.summary = SummaryWriter(workdir) if enabled else None
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if self.summary is not None:
+      for name, value in scalars.items():
+        self.summary.add_scalar(name.replace("@", "_at_"), value, step)  # TensorBoard tag names have no '@'
+
+  def flush(self) -> None:
+    if self.summary is not None:
+      self.summary.flush()
+
+  def close(self) -> None:
+    if self.summary is not None:
+      self.summary.close()
+
+
+def format_table(rows: dict[str, dict], ks) -> str:
+  columns = [f"recall@{k}" for k in ks] + ["map@r", "nmi", "f1"]
+  header = f"{'':14s}" + "".join(f"{c:>10s}" for c in columns)
+  lines = [header]
+  for name, values in rows.items():
+    lines.append(f"{name:14s}" + "".join(f"{values.get(c, float('nan')):10.4f}" for c in columns))
+  return "\n".join(lines)
+
+
+def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray) -> None:
+  train_records = [r for r in log.records if "loss" in r]
+  eval_records = [r for r in log.records if "test/map@r" in r]
+  if train_records:
+    plots.plot_loss([r["step"] for r in train_records], [r["loss"] for r in train_records],
+                    os.path.join(workdir, "loss.png"))
+  if eval_records:
+    names = [k for k in eval_records[0] if k.startswith("test/recall@") or k == "test/map@r"]
+    plots.plot_recall([r["step"] for r in eval_records],
+                      {n.removeprefix("test/"): [r[n] for r in eval_records] for n in names},
+                      os.path.join(workdir, "recall.png"))
+  plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The program.
+
+
+def create_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over every device, axis "data". Auto axes: the compiler places the collectives, so a loss written
+  for one device sees the global batch (all pairs across devices) with no axis named in its code (DESIGN §7)."""
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def create_state(config, method, tx, sample_images, rng) -> TrainState:
+  params, batch_stats, method_state = method.init(rng, sample_images)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), method_state=method_state)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the configured model in `workdir` (resuming from its latest checkpoint) and evaluates it.
+
+  Returns:
+    The contents of `workdir/results.json`: the trained embedding's test metrics at top level, `untrained` and
+    `raw_pixels` for comparison, `final_loss`, `num_steps` and `config_name`.
+  """
+  validate_config(config)
+  start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
+
+  # Data: everything on the host is a pure function of (seed, step).
+  dataset = data.load_dataset(config.dataset.name, data_dir=config.dataset.get("data_dir"), seed=config.seed,
+                              **dict(config.dataset.get("kwargs", {})))
+  train_split, test_split = dataset.train, dataset.test
+  sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
+                                  **dict(config.sampler.get("kwargs", {})))
+  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed)
+
+  # Model, method, optimizer, state.
+  model_kwargs = dict(config.model.get("kwargs", {}))
+  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
+                              pooling=config.model.pooling, freeze_bn=config.model.freeze_bn, **model_kwargs)
+  method = methods.create_method(config, model, train_split.num_classes)
+  mesh = create_mesh()
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  sample_images = jnp.asarray(train_loader.batch(0)["image"][:2])
+  init_rng = jax.random.key(config.seed)
+  params_shape = jax.eval_shape(lambda: method.init(init_rng, sample_images)[0])
+  tx = optim.create_optimizer(config.optimizer, params_shape)
+  state = jax.device_put(create_state(config, method, tx, sample_images, init_rng), replicated)
+
+  checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
+  start_step = checkpointer.latest_step() or 0
+  if start_step:
+    state = checkpointer.restore(start_step, state)
+    logging.info("Resumed from the checkpoint at step %d in %s", start_step, checkpointer.directory)
+  log = JsonlLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start_step)
+  writer = ScalarWriter(workdir, enabled=jax.process_index() == 0)
+
+  train_step = jax.jit(lambda s, b: method.train_step(s, b, tx), in_shardings=(replicated, sharded),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+
+  @jax.jit
+  def embed_fn(params, batch_stats, images):
+    return apply_model(model, params, batch_stats, images, train=False)
+
+  def embed(state_or_params, split):
+    params, batch_stats = state_or_params
+    return embed_split(lambda images: embed_fn(params, batch_stats, images), split, config.eval.batch_size, sharded)
+
+  last_loss = float("nan")
+  progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
+                       disable=jax.process_index() > 0)
+  batches = train_loader.iterate(start_step, config.num_steps - start_step)
+  for step in range(start_step + 1, config.num_steps + 1):
+    batch = next(batches)
+    state, metrics = train_step(state, jax.device_put(batch, sharded))
+    # Blocking on the loss every step costs little here and is what lets a NaN name its step (and keeps simulated
+    # multi-device CPU runs from queueing collectives; ENVIRONMENT.md).
+    last_loss = float(metrics["loss"])
+    if not math.isfinite(last_loss):
+      checkpointer.close()
+      raise FloatingPointError(
+          f"the training loss is {last_loss} at step {step}; stopped without saving this state. The last good "
+          f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}. Lower "
+          "optimizer.learning_rate or enable optimizer.clip_value, then rerun with the same --workdir to resume.")
+    progress.update(1)
+    if step % config.log_every == 0 or step == config.num_steps:
+      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      progress.set_postfix(loss=f"{last_loss:.4f}")
+      writer.write_scalars(step, scalars)
+      log.write({"step": step, **scalars})
+    if step % config.eval_every == 0 and step != config.num_steps:
+      results = evaluate_embeddings(embed((state.params, state.batch_stats), test_split), test_split.labels,
+                                    config.eval, clustering=False)
+      writer.write_scalars(step, {f"test/{k}": v for k, v in results.items()})
+      log.write({"step": step, **{f"test/{k}": v for k, v in results.items()}})
+      progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    if step % config.checkpoint_every == 0 or step == config.num_steps:
+      checkpointer.save(step, state)
+  batches.close()
+  progress.close()
+  checkpointer.close()
+
+  # Final evaluation of the trained embedding, next to the untrained network and raw pixels.
+  test_embeddings = embed((state.params, state.batch_stats), test_split)
+  trained = evaluate_embeddings(test_embeddings, test_split.labels, config.eval, clustering=config.eval.clustering)
+  rows = {"trained": trained}
+  if config.eval.baselines:
+    untrained_state = create_state(config, method, tx, sample_images, init_rng)
+    rows["untrained"] = evaluate_embeddings(embed((untrained_state.params, untrained_state.batch_stats), test_split),
+                                            test_split.labels, config.eval, clustering=config.eval.clustering)
+    pixels = loader_lib.to_float(test_split.images).reshape(len(test_split), -1)
+    rows["raw_pixels"] = evaluate_embeddings(pixels, test_split.labels, config.eval,
+                                             clustering=config.eval.clustering)
+  writer.write_scalars(config.num_steps, {f"test/{k}": v for k, v in trained.items()})
+  log.write({"step": config.num_steps, **{f"test/{k}": v for k, v in trained.items()}})
+  writer.close()
+  if config.eval.plots and jax.process_index() == 0:
+    _write_plots(workdir, log, test_embeddings, test_split.labels)
+
+  results = {**trained, **{name: row for name, row in rows.items() if name != "trained"},
+             "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),
+             "num_steps": int(config.num_steps), "config_name": config.name,
+             "wall_time_s": round(time.time() - start_time, 2)}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  print(f"\nTest split of {config.dataset.name} ({test_split.num_classes} unseen classes, {len(test_split)} images):")
+  print(format_table(rows, config.eval.ks))
+  return results
+
+
+def _last_logged_loss(log: JsonlLog) -> float:
+  losses = [r["loss"] for r in log.records if "loss" in r]
+  return losses[-1] if losses else float("nan")
