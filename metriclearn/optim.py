@@ -1,4 +1,4 @@
-"""Optimisers as optax chains: per-module learning rates, warm-up with a frozen backbone, clipping, coupled L2, schedules.
+"""Optimisers as optax chains: per-module learning rates, frozen-backbone warm-up, clipping, coupled L2, schedules.
 
 `create_optimizer(config, params)` reads a config (`default_config()` lists every key) and returns one
 `optax.GradientTransformation` for the whole parameter tree. Parameters are selected by their path, the tree keys
@@ -8,8 +8,8 @@ is a regular expression matched at the *start* of the path (`re.match`): `"head"
 
 The chain, in the order the reference PyTorch code applies the same operations:
 
-    clip by value → (clip by global norm) → coupled L2 (+ wd·θ) → per-group [moments → decoupled decay → × multiplier]
-    → × −lr(step)
+    clip by value → (clip by global norm) → coupled L2 (+ wd·θ)
+      → per group: [moments → decoupled decay → × multiplier] → × −lr(step)
 
 * Coupled L2 is torch's `Adam(weight_decay=…)` / `SGD(weight_decay=…)`: the decay enters the gradient before the
   moments (the Metrix code's optimiser; `papers/metrix.md` (h)). `name="adamw"` is decoupled, as `torch.optim.AdamW`.
@@ -79,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
     clip_value: clip each gradient entry to [−v, v] (torch `clip_grad_value_`); 0 = off.
     clip_global_norm: rescale the gradient to at most this global norm (torch `clip_grad_norm_`); 0 = off.
     schedule: "constant" | "step" | "cosine".
-    decay_steps: "step": the period of torch's StepLR (lr·gamma^⌊t / decay_steps⌋), used when `boundaries` is empty;
+    decay_steps: "step": the period of torch's StepLR (lr·gamma^⌊t/decay_steps⌋), used when `boundaries` is empty;
       "cosine": the schedule's total length including its linear warm-up (optax's convention).
     boundaries: "step": steps at which the lr is multiplied by `gamma` (torch's MultiStepLR).
     gamma: "step": decay factor.
@@ -268,10 +268,10 @@ def create_optimizer(config: Mapping[str, Any] | ml_collections.ConfigDict | Non
     chain.append(optax.multi_transform(
         {label: (optax.set_to_zero() if label == "frozen" else
                  after_warmup(optax.identity()) if label.startswith("after_warmup") else optax.identity())
-         for label in set(jax.tree.leaves(labels))}, labels))
+         for label in sorted(set(jax.tree.leaves(labels)))}, labels))
     chain.append(optax.clip_by_global_norm(float(config["clip_global_norm"])))
   if weight_decay and coupled:
     chain.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
-  chain.append(optax.multi_transform({label: group(label) for label in set(jax.tree.leaves(labels))}, labels))
+  chain.append(optax.multi_transform({label: group(label) for label in sorted(set(jax.tree.leaves(labels)))}, labels))
   chain.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*chain)
