@@ -34,7 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.decay_steps = config.num_steps
   config.optimizer.warmup_cosine_steps = 0
 
-  config.eval = dict(batch_size=512, ks=(1, 2, 4, 8), metric="cosine", clustering=True, baselines=True, plots=True)
+  config.eval = dict(batch_size=512, ks=(1, 2, 4, 8), metric="cosine", clustering=True, baselines=True, plots=True,
+                     utilization=False)
 
   if arg == "smoke":
     config.num_steps = 4

@@ -4,10 +4,20 @@ config → dataset → sampler → loader (host prefetch) → device (batch shar
 (one `jax.jit`) → state → checkpoints / evaluation / logs. A run on a workdir that holds checkpoints resumes from the
 latest one and reproduces the uninterrupted run exactly: batches are a pure function of (seed, step) and every
 step's randomness is `fold_in(rng, step)`.
+
+A method (see `methods/__init__.py`) must provide `init` and `train_step`; these hooks are optional:
+
+* `phase(step) -> str`: which phase `step` belongs to (DAML: "pretrain", then "joint"). `train_step` receives it as a
+  static argument, so each phase compiles once.
+* `host_update(step, state, context) -> state`: host-side work before `step` (APFS: stage boundaries, mining).
+  `context` is a `StepContext` (the config, the train split, an `embed` function).
+* `create_optimizer(optimizer_config, params) -> optax.GradientTransformation` (default: `optim.create_optimizer`).
+* `make_sampler(train_labels, batch_size, seed) -> sampler` (default: the config's `sampler`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -48,7 +58,7 @@ _COMPONENT_KEYS = {
     "model": ("name", "embedding_dim", "pooling", "freeze_bn", "kwargs"),
     "loss": ("name", "kwargs"),
     "method": ("name", "kwargs"),
-    "eval": ("batch_size", "ks", "metric", "clustering", "baselines", "plots"),
+    "eval": ("batch_size", "ks", "metric", "clustering", "baselines", "plots", "utilization"),
 }
 
 
@@ -173,6 +183,16 @@ def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np
 # The program.
 
 
+@dataclasses.dataclass
+class StepContext:
+  """What a method's `host_update` may use: the config, the train split, and `embed(params, batch_stats, split)`
+  returning the `f32[N, D]` inference-mode embeddings of a split (one compiled function, fixed batch size)."""
+
+  config: ml_collections.ConfigDict
+  train_split: data.Split
+  embed: Any
+
+
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device, axis "data". Auto axes: the compiler places the collectives, so a loss written
   for one device sees the global batch (all pairs across devices) with no axis named in its code (DESIGN §7)."""
@@ -200,21 +220,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dataset = data.load_dataset(config.dataset.name, data_dir=config.dataset.get("data_dir"), seed=config.seed,
                               **dict(config.dataset.get("kwargs", {})))
   train_split, test_split = dataset.train, dataset.test
-  sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
-                                  **dict(config.sampler.get("kwargs", {})))
-  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed)
 
-  # Model, method, optimizer, state.
+  # Model, method, sampler, optimizer, state.
   model_kwargs = dict(config.model.get("kwargs", {}))
   model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
                               pooling=config.model.pooling, freeze_bn=config.model.freeze_bn, **model_kwargs)
   method = methods.create_method(config, model, train_split.num_classes)
+  if hasattr(method, "make_sampler"):
+    sampler = method.make_sampler(train_split.labels, config.batch_size, config.seed)
+  else:
+    sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
+                                    **dict(config.sampler.get("kwargs", {})))
+  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed)
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   sample_images = jnp.asarray(train_loader.batch(0)["image"][:2])
   init_rng = jax.random.key(config.seed)
   params_shape = jax.eval_shape(lambda: method.init(init_rng, sample_images)[0])
-  tx = optim.create_optimizer(config.optimizer, params_shape)
+  create_optimizer = getattr(method, "create_optimizer", optim.create_optimizer)
+  tx = create_optimizer(config.optimizer, params_shape)
   state = jax.device_put(create_state(config, method, tx, sample_images, init_rng), replicated)
 
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
@@ -225,8 +249,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log = JsonlLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start_step)
   writer = ScalarWriter(workdir, enabled=jax.process_index() == 0)
 
-  train_step = jax.jit(lambda s, b: method.train_step(s, b, tx), in_shardings=(replicated, sharded),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+  phase_of = getattr(method, "phase", lambda step: "train")
+  train_step = jax.jit(lambda s, b, phase: method.train_step(s, b, tx, phase), static_argnums=2,
+                       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                       donate_argnums=0)
 
   @jax.jit
   def embed_fn(params, batch_stats, images):
@@ -236,13 +262,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params, batch_stats = state_or_params
     return embed_split(lambda images: embed_fn(params, batch_stats, images), split, config.eval.batch_size, sharded)
 
+  context = StepContext(config=config, train_split=train_split,
+                        embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
   last_loss = float("nan")
   progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
                        disable=jax.process_index() > 0)
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
   for step in range(start_step + 1, config.num_steps + 1):
     batch = next(batches)
-    state, metrics = train_step(state, jax.device_put(batch, sharded))
+    if hasattr(method, "host_update"):
+      state = method.host_update(step - 1, state, context)
+    state, metrics = train_step(state, jax.device_put(batch, sharded), phase_of(step - 1))
     # Blocking on the loss every step costs little here and is what lets a NaN name its step (and keeps simulated
     # multi-device CPU runs from queueing collectives; ENVIRONMENT.md).
     last_loss = float(metrics["loss"])
@@ -259,8 +289,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_scalars(step, scalars)
       log.write({"step": step, **scalars})
     if step % config.eval_every == 0 and step != config.num_steps:
-      results = evaluate_embeddings(embed((state.params, state.batch_stats), test_split), test_split.labels,
-                                    config.eval, clustering=False)
+      test_embeddings = embed((state.params, state.batch_stats), test_split)
+      results = evaluate_embeddings(test_embeddings, test_split.labels, config.eval, clustering=False)
+      if config.eval.utilization:
+        results["utilization"] = evaluate.utilization(test_embeddings,
+                                                      embed((state.params, state.batch_stats), train_split))
       writer.write_scalars(step, {f"test/{k}": v for k, v in results.items()})
       log.write({"step": step, **{f"test/{k}": v for k, v in results.items()}})
       progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
@@ -273,6 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Final evaluation of the trained embedding, next to the untrained network and raw pixels.
   test_embeddings = embed((state.params, state.batch_stats), test_split)
   trained = evaluate_embeddings(test_embeddings, test_split.labels, config.eval, clustering=config.eval.clustering)
+  if config.eval.utilization:
+    trained["utilization"] = evaluate.utilization(test_embeddings, embed((state.params, state.batch_stats), train_split))
   rows = {"trained": trained}
   if config.eval.baselines:
     untrained_state = create_state(config, method, tx, sample_images, init_rng)

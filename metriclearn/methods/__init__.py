@@ -2,7 +2,8 @@
 
 A method is a class constructed as `Method(config, model, num_classes)` with
 `init(rng, images) -> (params, batch_stats, method_state)` and
-`train_step(state, batch, tx) -> (state, metrics)`, a pure function that the training program jits once.
+`train_step(state, batch, tx, phase) -> (state, metrics)`, a pure function that the training program jits once per
+phase. Optional hooks (`phase`, `host_update`, `create_optimizer`, `make_sampler`) are listed in `train.py`.
 """
 
 from __future__ import annotations

@@ -67,7 +67,9 @@ class Baseline:
       value = self.loss_fn(embeddings, batch["label"])
     return value, batch_stats
 
-  def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation):
+  def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation,
+                 phase: str = "train"):
+    del phase  # one phase
     rng = jax.random.fold_in(state.rng, state.step)
     (loss, batch_stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state.params, state.batch_stats, batch, rng)
