@@ -32,8 +32,10 @@ DEFAULT_CHUNK_SIZE = 1024
 
 
 def _as_embeddings(x, name: str) -> np.ndarray | jax.Array:
-  if not hasattr(x, "ndim") or x.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D array [N, D] of embeddings, got shape {getattr(x, 'shape', type(x))}")
+  if not hasattr(x, "ndim"):
+    x = np.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be a 2-D array [N, D] of embeddings, got shape {x.shape}")
   if x.shape[0] == 0 or x.shape[1] == 0:
     raise ValueError(f"{name} is empty (shape {x.shape}); pass at least one embedding of dimension >= 1")
   if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -55,8 +57,8 @@ def _chunks(num_rows: int, chunk_size: int) -> list[tuple[int, slice]]:
   """`(start, slice)` of equal-sized chunks covering `range(num_rows)`.
 
   The last chunk ends at `num_rows` and overlaps the one before it instead of being padded, so every chunk has one
-  static shape (one compilation) and no padded copy of the embeddings is made; overlapping rows are computed twice
-  with identical results.
+  static shape (one compilation) and no padded copy of the embeddings is made; overlapping rows are simply computed
+  twice.
   """
   if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
     raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -68,7 +70,7 @@ def _chunks(num_rows: int, chunk_size: int) -> list[tuple[int, slice]]:
 @functools.partial(jax.jit, static_argnames=("k", "ks", "exclude_self"))
 def _retrieval_chunk(query, query_codes, query_r, offset, gallery, gallery_half_sq_norm, gallery_codes, *, k, ks,
                      exclude_self):
-  """Per-query metrics `f32[C, len(ks) + 3]` (recall@ks, precision@1, r_precision, ap@r) for one chunk of queries.
+  """Per-query `f32[C, len(ks) + 3]`: recall@ks, precision@1, R·r_precision and R·ap@r for one chunk of queries.
 
   Scores are "larger is nearer": ⟨q, g⟩ for cosine (rows pre-normalised) and ⟨q, g⟩ − ½‖g‖² for Euclidean, which
   orders the gallery exactly as −½‖q − g‖² does (‖q‖² is the same for every gallery item of a query).
@@ -83,15 +85,12 @@ def _retrieval_chunk(query, query_codes, query_r, offset, gallery, gallery_half_
     scores = jnp.where(own_row, -jnp.inf, scores)
   _, neighbours = jax.lax.top_k(scores, k)  # equal scores: lower gallery index first
   relevant = gallery_codes[neighbours] == query_codes[:, None]  # [C, k]
-  r = query_r[:, None]
   rank = jnp.arange(1, k + 1)[None, :]
-  within_r = rank <= r
-  hits_in_r = jnp.where(within_r, relevant, False)
-  safe_r = jnp.maximum(query_r, 1).astype(jnp.float32)
-  r_precision = jnp.sum(hits_in_r, axis=1) / safe_r
+  hits_in_r = relevant & (rank <= query_r[:, None])
   precision_at_rank = jnp.cumsum(relevant, axis=1).astype(jnp.float32) / rank
-  map_at_r = jnp.sum(jnp.where(hits_in_r, precision_at_rank, 0.0), axis=1) / safe_r
-  columns = [jnp.any(relevant[:, :kk], axis=1) for kk in ks] + [relevant[:, 0], r_precision, map_at_r]
+  # The division by R happens on the host, in float64.
+  columns = [jnp.any(relevant[:, :kk], axis=1) for kk in ks] + [
+      relevant[:, 0], jnp.sum(hits_in_r, axis=1), jnp.sum(jnp.where(hits_in_r, precision_at_rank, 0.0), axis=1)]
   return jnp.stack([c.astype(jnp.float32) for c in columns], axis=1)
 
 
@@ -192,6 +191,7 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None, gallery_labels=
                             jnp.int32(start), gallery, gallery_half_sq_norm, gallery_codes_dev, k=k, ks=ks,
                             exclude_self=exclude_self)
     per_query[chunk] = np.asarray(rows)
+  per_query[:, -2:] /= np.maximum(query_r, 1)[:, None]
   means = per_query[counted].mean(axis=0)
   return {name: float(value) for name, value in zip(names, means)}
 

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits as _sklearn_load_digits
 
 from metriclearn.data import splits
 
-_MAX_PIXEL = 16.0  # load_digits pixel values are counts (0..16) of the on pixels in a 4×4 block of the original 32×32 bitmap
+_MAX_PIXEL = 16.0  # load_digits pixels count (0..16) the ink pixels of a 4×4 block of a 32×32 bitmap
 
 
 def load_digits(

@@ -12,10 +12,14 @@ Classes are chosen so that every class is a distinct, visible character:
 
 * a character a face does not have (not in the face's character map, or drawn as the face's missing-glyph box, or
   drawn with no ink) is not drawn in that face; a character that fewer than `min_faces` faces have is dropped;
-* characters that look the same in some face (Latin A, Greek Α, Cyrillic А; Latin-1 ñ and ñ, l and I in a sans
-  face ...) are detected by comparing their *canonical* renderings (upright, unscaled, centred; downsampled to the
-  image size) face by face: when the root-mean-square difference is below `duplicate_tolerance` in any face both
-  share, only the first of the two in the pool order (Latin, Latin-1, Greek, Cyrillic, arrows, mathematical symbols) is kept.
+* characters that look the same in some face (Latin A, Greek Α and Cyrillic А; Latin-1 ë and Cyrillic ё; Latin u
+  and Cyrillic и in the italic faces ...) are detected by comparing their *canonical* renderings (upright, unscaled,
+  centred; downsampled to the image size) face by face: when the root-mean-square difference is below
+  `duplicate_tolerance` in any face both share, only the first of the two in the pool order (Latin, Latin-1, Greek,
+  Cyrillic, arrows, mathematical symbols) is kept. Merging them would give the same class: their images coincide.
+
+The pixels depend on the FreeType and Pillow versions that draw them; the cache file name encodes the generation
+arguments and `RECIPE_VERSION`, not those versions, so delete the cache after upgrading them to regenerate.
 
 Example:
   >>> dataset = load_glyphs(seed=0)
@@ -82,11 +86,6 @@ def _draw(font: ImageFont.FreeTypeFont, char: str, side: int) -> np.ndarray:
   return np.asarray(image)
 
 
-def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
-  side = image.shape[0] // factor
-  return image.reshape(side, factor, side, factor).mean(axis=(1, 3))
-
-
 def render_canonical(chars: list[str], *, image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
   """Draws every character upright in every face, at `_SUPERSAMPLE` × `image_size`.
 
@@ -100,7 +99,8 @@ def render_canonical(chars: list[str], *, image_size: int = 32) -> tuple[np.ndar
   present = np.zeros((len(chars), len(FACE_FILES)), dtype=bool)
   for f, path in enumerate(_face_paths()):
     charmap = FT2Font(path).get_charmap()
-    font = ImageFont.truetype(path, size=round(_EM_FRACTION * side))
+    # The basic layout engine: single characters need no shaping, and it is present in every Pillow build.
+    font = ImageFont.truetype(path, size=round(_EM_FRACTION * side), layout_engine=ImageFont.Layout.BASIC)
     # A private-use code point no face defines: what the face draws for a character it lacks (its .notdef box).
     missing_box = _draw(font, "\U000f0000", side)
     for c, char in enumerate(chars):
@@ -150,16 +150,14 @@ def distinct_characters(
 
 def _draw_variations(
     canonical: np.ndarray, rng: np.random.Generator, *, image_size: int, max_rotation: float,
-    scale_range: tuple[float, float], max_shift: float, stroke_change_prob: float,
+    scale_range: tuple[float, float], max_shift: float, thicken_prob: float,
 ) -> np.ndarray:  # fmt: skip
   """`u8[image_size, image_size]`: one random rotation / scale / shift / stroke weight of a canonical rendering."""
   side = canonical.shape[0]
   image = Image.fromarray(canonical)
-  stroke = rng.random()
-  if stroke < stroke_change_prob / 2:  # bolder: dilate by one supersampled pixel on each side
+  # Bolder only: thinning by erosion erases the hairlines of the serif and STIX faces at this resolution.
+  if rng.random() < thicken_prob:  # dilate by one supersampled pixel on each side (2/3 output pixel thicker)
     image = image.filter(ImageFilter.MaxFilter(3))
-  elif stroke < stroke_change_prob:  # lighter
-    image = image.filter(ImageFilter.MinFilter(3))
   angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
   scale = rng.uniform(*scale_range)
   shift = rng.uniform(-max_shift, max_shift, size=2) * _SUPERSAMPLE
@@ -171,7 +169,7 @@ def _draw_variations(
       -sin, cos, side / 2 + sin * centre_x - cos * centre_y,
   )  # fmt: skip
   image = image.transform((side, side), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR)
-  return np.rint(_downsample(np.asarray(image, dtype=np.float32), _SUPERSAMPLE)).astype(np.uint8)
+  return np.asarray(image.reduce(_SUPERSAMPLE))  # box average of each 3×3 block
 
 
 def generate_glyphs(
@@ -181,11 +179,11 @@ def generate_glyphs(
     image_size: int = 32,
     max_classes: int | None = None,
     min_faces: int = 8,
-    duplicate_tolerance: float = 0.025,
-    max_rotation: float = 18.0,
+    duplicate_tolerance: float = 0.021,
+    max_rotation: float = 15.0,
     scale_range: tuple[float, float] = (0.7, 1.1),
-    max_shift: float = 3.0,
-    stroke_change_prob: float = 0.5,
+    max_shift: float = 1.5,
+    thicken_prob: float = 0.3,
 ) -> dict[str, np.ndarray]:
   """Generates the whole set (all classes, before the train/test split).
 
@@ -194,17 +192,23 @@ def generate_glyphs(
     images_per_class: renderings per character, each in a face drawn at random among those that have it.
     image_size: output side in pixels.
     max_classes: keep a seeded random subset of this many classes (for small test sets); None keeps all.
-    min_faces: characters drawn by fewer faces are dropped.
-    duplicate_tolerance: see `distinct_characters`.
+    min_faces: characters drawn by fewer faces are dropped (the STIX bold italic face has no arrows, for example).
+    duplicate_tolerance: see `distinct_characters`; 0.021 separates the identical glyphs of different scripts
+      (RMS difference 0) and the near-identical ones (Greek π / Cyrillic п in DejaVu Serif Bold, Φ / Ф in STIX:
+      0.018) from the closest different characters (I / l in DejaVu Sans Oblique: 0.024; н / п in STIX Bold: 0.025).
     max_rotation: rotation drawn uniformly in ±`max_rotation` degrees.
     scale_range: scale drawn uniformly in this range (1 = the canonical size).
     max_shift: shift of each axis drawn uniformly in ±`max_shift` output pixels.
-    stroke_change_prob: probability of a bolder or lighter stroke (half each).
+    thicken_prob: probability of a bolder stroke (a dilation by a third of an output pixel on each side).
 
   Returns:
     A dict with `images` `u8[N, S, S, 1]`, `labels` `i32[N]` (class order = pool order), `class_names` (`str[K]`,
     the characters) and `faces` `i32[N]` (index into `FACE_FILES`).
   """
+  if images_per_class < 1:
+    raise ValueError(f"images_per_class must be at least 1, got {images_per_class}")
+  if max_classes is not None and max_classes < 2:
+    raise ValueError(f"max_classes must be at least 2 (one train and one test class), got {max_classes}")
   pool = candidate_characters()
   renderings, present = render_canonical(pool, image_size=image_size)
   reduced = renderings.reshape(*renderings.shape[:2], image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE).mean((3, 5))
@@ -221,9 +225,12 @@ def generate_glyphs(
     faces[i] = rng.choice(np.flatnonzero(present[char]))
     images[i, :, :, 0] = _draw_variations(
         renderings[char, faces[i]], rng, image_size=image_size, max_rotation=max_rotation, scale_range=scale_range,
-        max_shift=max_shift, stroke_change_prob=stroke_change_prob,
+        max_shift=max_shift, thicken_prob=thicken_prob,
     )  # fmt: skip
   return {"images": images, "labels": labels, "class_names": np.array([pool[c] for c in kept]), "faces": faces}
+
+
+_GENERATION_DEFAULTS = {name: p.default for name, p in inspect.signature(generate_glyphs).parameters.items()}
 
 
 def load_glyphs(
@@ -258,11 +265,8 @@ def load_glyphs(
 
 def cache_path(data_dir: str, **generation_kwargs) -> str:
   """The cache file for these generation arguments (defaults filled in, so equal settings share a file)."""
-  settings = {
-      name: p.default for name, p in inspect.signature(generate_glyphs).parameters.items()
-  } | generation_kwargs
-  settings["recipe_version"] = RECIPE_VERSION
-  digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:16]
+  settings = _GENERATION_DEFAULTS | generation_kwargs | {"recipe_version": RECIPE_VERSION}
+  digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
   return os.path.join(data_dir, f"glyphs-v{RECIPE_VERSION}-{digest}.npz")
 
 

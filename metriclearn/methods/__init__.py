@@ -9,10 +9,14 @@ phase. Optional hooks (`phase`, `host_update`, `create_optimizer`, `make_sampler
 from __future__ import annotations
 
 from metriclearn import registry
+from metriclearn.methods.aml import AML
 from metriclearn.methods.baseline import Baseline
+from metriclearn.methods.metrix import Metrix
 
 METHODS = {
+    "aml": AML,
     "baseline": Baseline,
+    "metrix": Metrix,
 }
 
 

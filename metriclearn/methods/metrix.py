@@ -1,0 +1,393 @@
+"""Metrix (Venkataramanan et al., ICLR 2022, "It Takes Two to Tango: Mixup for Deep Metric Learning").
+
+Mixed examples enter the *same* matrix-form losses as the clean batch (`losses.<loss>_from_matrix`, DESIGN §2):
+each mixed example v = mix_λ(x, x') is a candidate column of its anchor with the soft pair label
+y_mix = λ·y[a, x] + (1−λ)·y[a, x'] (eq. c.3), so it feeds λ·ρ⁺ to the positive part and (1−λ)·ρ⁻ to the negative part
+of that anchor's loss. The total is L = L_clean + w·L_mix (c.3, c.6), each part reduced on its own. Anchors stay
+clean, and gradients flow through the anchors, both mixed sources and the clean loss (no stop-gradient; (h)).
+
+Which pairs are mixed (c.5, as the official code). One λ ~ Beta(α, α) and one fair coin per step, both from
+`fold_in(state.rng, step)`. Heads: the positive–negative branch, for every anchor a with a positive in the batch,
+mixes mix_λ(p, n) for positives p and negatives n of a; the anchor–negative branch, for anchors without a positive,
+mixes mix_λ(a, n). `branches="coin"` runs one branch per step (probability `positive_negative_probability` for the
+first), `"both"` runs both every step (they act on disjoint anchors).
+
+Fixed-size sets with masks. Per anchor the mixed examples are slots (k, t): k < K positive slots (the k-th positive
+in batch order; K = `max_positives`, by default M−1 under the m-per-class sampler, else B−1) and t < T negative slots
+(every batch column, masked, or the T hardest negatives by clean distance). The loss matrices are [B, K·T].
+
+Spaces (c.4):
+* `embed`: v = normalise(λe_x + (1−λ)e_x'); ⟨e_a, v⟩ and ‖λe_x + (1−λ)e_x'‖² are combinations of entries of the
+  clean Gram matrix, so only [B, K', T] scalars are formed (never a [B, B, B, d] tensor); no extra forward.
+* `feature`: the backbone's last feature maps (before pooling) are mixed, then pooling → head → L2 runs on the
+  B·K'·T mixed maps. One backbone pass serves clean and mixed examples.
+* `input`: the B·K'·T mixed images get one extra forward pass (BatchNorm statistics from that pass, as a second
+  forward in the reference code; the running statistics are updated by the clean pass and then the mixed pass).
+
+(K' = 1 when `first_positive_only` or for proxy-anchor, else K: the distinct mixed examples per anchor.)
+
+Memory of the mixed part (float32, small CNN with 4×4×128 feature maps, 64-d embeddings, m-per-class M=4 so K=3;
+compiled peak over the baseline step as measured by `benchmarks/metrix.py`; see benchmarks/RESULTS.md):
+the loss matrices hold B·K·T floats (B=100: 30k with T=B; B=512: 786k); `feature` adds B·K'·T mixed maps of h·w·c
+floats (B=100: 10⁴ maps = 82 MB; B=512: 2.6·10⁵ maps = 2.1 GB, or 1.1 GB of ResNet-50's 7×7×2048 maps per 1,000 mixed
+examples: use `negatives_per_anchor` there); `input` adds B·K'·T images and their activations.
+
+Departure: with m-per-class batches the anchor–negative branch is empty (no anchor lacks a positive); the released
+code would crash there. By default (`fallback_to_other_branch=True`) an empty branch hands the step to the other one;
+with False the step's mixed loss is 0.
+Departure: the official embed/feature code mixes only the *first* positive of each anchor, repeated once per positive
+of the anchor (c.5); this is reproduced exactly (multiplicity included) by `first_positive_only=True`, the default in
+`embed` and `feature` space; `input` uses every positive, as its code does (the flag is configurable either way).
+Departure: `feature` reuses the clean backbone pass instead of running the backbone again. The reference code
+forwards the same whole batch twice, so the maps, the batch statistics and the gradients are the same (exact with
+frozen BN, and in training mode too, since both passes normalise with the same batch's statistics); only the BN
+running statistics are updated once per step instead of twice.
+Departure: one mixup weight w for both branches (the official embed code uses 0.3 in its anchor–negative branch).
+Departure (unverified normalisation, c.3 [U]): the mixed multi-similarity loss is the mean over the anchors that have
+at least one mixed example (the clean one averages over all anchors); contrastive averages non-zero terms (c.6).
+Proxy anchor (c.2–c.3 [I]): proxies are the anchors (rows); the mixed examples are mix_λ(x, n) for every batch example
+x (positive–negative branch: x has a same-class partner in the batch; anchor–negative: x has none) and its negatives
+n, one column each, labelled mix_λ(1[y=c], 1[y'=c]) for proxy c.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from metriclearn import distances
+from metriclearn import labels as labels_lib
+from metriclearn import losses
+from metriclearn import reducers
+from metriclearn import registry
+from metriclearn.methods.baseline import Baseline, apply_gradients, apply_model
+from metriclearn.models.embedder import Embedder
+from metriclearn.state import TrainState, model_params
+
+SPACES = ("input", "feature", "embed")
+BRANCHES = ("coin", "both")
+SUPPORTED_LOSSES = ("contrastive", "multi_similarity", "proxy_anchor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetrixOptions:
+  """`config.method.kwargs` of Metrix (defaults: the official code).
+
+  Attributes:
+    space: "input", "feature" (the paper's default Metrix) or "embed".
+    mixup_weight: w in L = L_clean + w·L_mix (0.4).
+    beta_alpha: α of λ ~ Beta(α, α) (2.0).
+    branches: "coin" (one branch per step, as the code) or "both" (both branches every step).
+    positive_negative_probability: probability of the positive–negative branch under "coin" (0.5).
+    fallback_to_other_branch: an empty drawn branch hands the step to the other one (see the Departure above).
+    first_positive_only: mix only each anchor's first positive, once per positive it has (the official embed/feature
+      quirk). None: True for "embed" and "feature", False for "input".
+    max_positives: positive slots per anchor K. None: M−1 with the m-per-class sampler, else batch_size−1. Positives
+      beyond K (batch order) are not mixed.
+    negatives_per_anchor: None (the space's default: "all" for "embed"/"feature", 1 for "input"), "all", or T > 0 to
+      mix only the T hardest negatives of each anchor (smallest clean distance; the input code's top_k = 1).
+  """
+
+  space: str = "feature"
+  mixup_weight: float = 0.4
+  beta_alpha: float = 2.0
+  branches: str = "coin"
+  positive_negative_probability: float = 0.5
+  fallback_to_other_branch: bool = True
+  first_positive_only: bool | None = None
+  max_positives: int | None = None
+  negatives_per_anchor: int | str | None = None
+
+
+class MixingSlots(NamedTuple):
+  """Fixed-size mixing sets of R rows: slot (r, k, t) is mix_λ(first[r, k], second[r, t]).
+
+  Attributes:
+    first: `i32[R, K]` batch index of the source weighted by λ (a positive, or the anchor itself).
+    second: `i32[R, T]` batch index of the source weighted by 1−λ (a negative).
+    valid: `bool[R, K, T]` slots that exist.
+    num_distinct: K' — slots k ≥ K' repeat slot 0 (`first_positive_only`), so only [R, K', T] examples are built.
+  """
+
+  first: jax.Array
+  second: jax.Array
+  valid: jax.Array
+  num_distinct: int
+
+
+def active_rows(has_positive: jax.Array, use_positive_negative: jax.Array | None, *,
+                fallback: bool = True) -> jax.Array:
+  """`bool[R]`: rows whose branch runs this step (positive–negative for rows with a positive, else anchor–negative).
+
+  `use_positive_negative` is the step's coin (a traced bool), or None to run both branches. With `fallback`, a drawn
+  branch that has no row is replaced by the other one.
+  """
+  if use_positive_negative is None:
+    return jnp.ones_like(has_positive)
+  if fallback:
+    any_pos, any_without = jnp.any(has_positive), jnp.any(~has_positive)
+    use_positive_negative = jnp.where(any_pos & any_without, use_positive_negative, any_pos)
+  return jnp.where(has_positive, use_positive_negative, ~use_positive_negative)
+
+
+def mixing_slots(labels: jax.Array, clean_distance: jax.Array | None, row_active: jax.Array, *,
+                 max_positives: int, first_positive_only: bool, negatives_per_anchor: int | None,
+                 source_is_row: bool = False) -> MixingSlots:
+  """The fixed-size mixing sets of c.5 for a batch.
+
+  Args:
+    labels: `i[B]`.
+    clean_distance: `f[B, B]` clean distances (used only to rank negatives when `negatives_per_anchor` is set).
+    row_active: `bool[B]` (from `active_rows`).
+    max_positives: K; first_positive_only: the official embed/feature quirk; negatives_per_anchor: None = all, else T.
+    source_is_row: the row itself is the first source (proxy anchor: one mixed example per (x, negative of x)).
+
+  Returns:
+    `MixingSlots` with R = B rows.
+  """
+  batch = labels.shape[0]
+  same = labels[:, None] == labels[None, :]
+  positive = same & ~jnp.eye(batch, dtype=bool)
+  has_positive = jnp.any(positive, axis=1)
+  rows = jnp.arange(batch)
+  if source_is_row:
+    first, first_valid, num_distinct = rows[:, None], jnp.ones((batch, 1), bool), 1
+  else:
+    k = max(1, min(max_positives, batch - 1))
+    order = jnp.argsort(~positive, axis=1, stable=True)[:, :k]  # positives first, in batch order
+    slot = jnp.arange(k)[None, :]
+    positive_index = jnp.broadcast_to(order[:, :1], order.shape) if first_positive_only else order
+    # Anchor–negative rows (no positive): the anchor itself plays the positive, in slot 0 only.
+    first = jnp.where(has_positive[:, None], positive_index, rows[:, None])
+    first_valid = jnp.where(has_positive[:, None], slot < jnp.sum(positive, axis=1, keepdims=True), slot == 0)
+    num_distinct = 1 if first_positive_only else k
+  negative = ~same
+  if negatives_per_anchor is None:
+    second = jnp.broadcast_to(rows[None, :], (batch, batch))
+    second_valid = negative
+  else:
+    t = max(1, min(int(negatives_per_anchor), batch))
+    ranking = jnp.where(negative, -jax.lax.stop_gradient(clean_distance), -jnp.inf)
+    _, second = jax.lax.top_k(ranking, t)
+    second_valid = jnp.take_along_axis(negative, second, axis=1)
+  valid = row_active[:, None, None] & first_valid[:, :, None] & second_valid[:, None, :]
+  return MixingSlots(first=first, second=second, valid=valid, num_distinct=num_distinct)
+
+
+def mixed_norm_from_gram(gram: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
+  """`f32[R, K, T]` of max(‖λe_first + (1−λ)e_second‖, 1e-12) from the Gram matrix `gram` = e·eᵀ (`[B, B]`)."""
+  diag = jnp.diagonal(gram)
+  cross = gram[first[:, :, None], second[:, None, :]]
+  squared = (jnp.square(mix_lambda) * diag[first][:, :, None] + jnp.square(1.0 - mix_lambda) * diag[second][:, None, :]
+             + 2.0 * mix_lambda * (1.0 - mix_lambda) * cross)
+  # The safe square root: mixes of opposite vectors at λ = ½ have norm 0 (same eps as `distances.l2_normalize`).
+  return jnp.maximum(distances.safe_sqrt(jnp.maximum(squared, 0.0)), 1e-12)
+
+
+def mixed_cosine_from_gram(gram: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
+  """`f32[R, K, T]`: cos(e_r, normalise(λe_first[r,k] + (1−λ)e_second[r,t])) for unit e, from inner products only.
+
+  Metrix/embed (c.4) with the re-normalisation the reference code's distance applies; row r is the anchor.
+  """
+  numerator = (mix_lambda * jnp.take_along_axis(gram, first, axis=1)[:, :, None]
+               + (1.0 - mix_lambda) * jnp.take_along_axis(gram, second, axis=1)[:, None, :])
+  return numerator / mixed_norm_from_gram(gram, first, second, mix_lambda)
+
+
+def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
+  """`f32[R, K, T]` soft labels y_mix[r, k, t] = λ·y[r, first[r,k]] + (1−λ)·y[r, second[r,t]] (eq. c.3).
+
+  (`labels.mixed_pair_labels` with per-row source indices.)
+  """
+  return (mix_lambda * jnp.take_along_axis(y, first, axis=1)[:, :, None]
+          + (1.0 - mix_lambda) * jnp.take_along_axis(y, second, axis=1)[:, None, :])
+
+
+def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.Array, **loss_kwargs) -> jax.Array:
+  """The mixed loss ℓ̃ (c.3) on `[A, M]` cosine similarities of anchors (or proxies) and mixed examples.
+
+  `loss_kwargs` are the clean loss's keywords (`config.loss.kwargs`). Contrastive turns cosines of unit vectors into
+  the Euclidean distance sqrt(2 − 2s) (squared: 2 − 2s), as the code's `LpDistance` on normalised embeddings (c.6).
+  """
+  valid = valid.astype(jnp.float32)
+  if loss_name == "contrastive":
+    squared_distance = jnp.maximum(2.0 - 2.0 * similarity, 0.0)
+    distance = squared_distance if loss_kwargs.get("squared", False) else distances.safe_sqrt(squared_distance)
+    kwargs = {k: v for k, v in loss_kwargs.items() if k in ("pos_margin", "neg_margin", "reducer")}
+    return losses.contrastive_from_matrix(distance, y, valid, **kwargs)
+  if loss_name == "multi_similarity":
+    per_anchor_mean = losses.multi_similarity_from_matrix(similarity, y, valid, **loss_kwargs)
+    # Rows without a mixed example contribute 0 to the mean over all rows: rescale to the mean over the others.
+    num_rows = jnp.sum(jnp.any(valid > 0, axis=1).astype(jnp.float32))
+    return reducers.safe_divide(per_anchor_mean * similarity.shape[0], num_rows)
+  if loss_name == "proxy_anchor":
+    return losses.proxy_anchor_from_matrix(similarity, y, valid, **loss_kwargs)
+  raise ValueError(f"Metrix supports the losses {list(SUPPORTED_LOSSES)}, got {loss_name!r}")
+
+
+def _gather_mix(values: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
+  """`[R, K, T, ...]` of λ·values[first] + (1−λ)·values[second]."""
+  lam = mix_lambda.astype(values.dtype)
+  return lam * values[first][:, :, None] + (1 - lam) * values[second][:, None, :]
+
+
+class Metrix:
+  """Metrix on top of a baseline loss (`config.loss` ∈ `SUPPORTED_LOSSES`); options in `config.method.kwargs`."""
+
+  def __init__(self, config, model: nn.Module, num_classes: int):
+    kwargs = dict(config.method.get("kwargs", {}))
+    registry.check_kwargs(MetrixOptions, kwargs, "method 'metrix'")
+    options = MetrixOptions(**kwargs)
+    if options.space not in SPACES:
+      raise ValueError(f"unknown Metrix space {options.space!r}; valid: {list(SPACES)}")
+    if options.branches not in BRANCHES:
+      raise ValueError(f"unknown Metrix branches {options.branches!r}; valid: {list(BRANCHES)}")
+    if config.loss.name not in SUPPORTED_LOSSES:
+      raise ValueError(f"Metrix supports config.loss.name in {list(SUPPORTED_LOSSES)}, got {config.loss.name!r}")
+    if not options.beta_alpha > 0:
+      raise ValueError(f"beta_alpha must be positive, got {options.beta_alpha}")
+    negatives = options.negatives_per_anchor
+    if negatives is None:
+      negatives = 1 if options.space == "input" else "all"
+    if negatives != "all" and not (isinstance(negatives, int) and negatives > 0):
+      raise ValueError(f"negatives_per_anchor must be None, 'all' or a positive integer, got {negatives!r}")
+    self.negatives_per_anchor = None if negatives == "all" else int(negatives)
+    self.first_positive_only = (options.space != "input" if options.first_positive_only is None
+                                else bool(options.first_positive_only))
+    if options.max_positives is not None:
+      self.max_positives = int(options.max_positives)
+    elif config.sampler.name == "m_per_class":
+      self.max_positives = int(dict(config.sampler.get("kwargs", {})).get("m", 4)) - 1
+    else:
+      self.max_positives = int(config.batch_size) - 1
+    self.loss_kwargs = dict(config.loss.get("kwargs", {}))
+    if config.loss.name == "contrastive" and not self.loss_kwargs.get("normalize", True):
+      raise ValueError("Metrix needs L2-normalised embeddings: leave config.loss.kwargs.normalize at True")
+    self.options = options
+    self.model = model
+    self.loss_name = config.loss.name
+    self.baseline = Baseline(config, model, num_classes)  # the clean loss and the initialisation
+
+  def init(self, rng: jax.Array, images: jax.Array):
+    """`(params, batch_stats, method_state)`: the baseline's (proxies under `params["loss"]` for proxy anchor)."""
+    return self.baseline.init(rng, images)
+
+  def _mixed_embeddings(self, params, batch_stats, mixed: jax.Array, *, from_feature_maps: bool):
+    """Embeddings `[N, D]` of mixed feature maps or images, and the batch statistics after the pass."""
+    if from_feature_maps:
+      # Head BatchNorm (if any) normalises mixed features with their own statistics; its running ones are kept
+      # from the clean pass.
+      variables = {"params": model_params(params), "batch_stats": batch_stats}
+      out, _ = self.model.apply(variables, mixed, train=True, mutable=["batch_stats"],
+                                method=Embedder.embed_from_feature_maps)
+      return out, batch_stats
+    return apply_model(self.model, params, batch_stats, mixed, train=True)
+
+  def loss(self, params, batch_stats, batch, rng, mix_lambda: jax.Array | None = None,
+           use_positive_negative: jax.Array | None = None):
+    """L = L_clean + w·L_mix for one batch (c.3, c.6).
+
+    Args:
+      params, batch_stats: the model's variables (and proxies under `params["loss"]`).
+      batch: `{"image": f[B, ...], "label": i[B]}`.
+      rng: the step's key; λ and the coin are drawn from it unless given.
+      mix_lambda, use_positive_negative: fixed λ and coin (tests).
+
+    Returns:
+      `(loss, (batch_stats, metrics))`.
+    """
+    options = self.options
+    lambda_rng, coin_rng = jax.random.split(rng)
+    if mix_lambda is None:
+      mix_lambda = jax.random.beta(lambda_rng, options.beta_alpha, options.beta_alpha)
+    mix_lambda = jnp.asarray(mix_lambda, jnp.float32)
+    if use_positive_negative is None and options.branches == "coin":
+      use_positive_negative = jax.random.bernoulli(coin_rng, options.positive_negative_probability)
+    images, labels = batch["image"], batch["label"]
+
+    if options.space == "feature":
+      out, new_batch_stats = apply_model(self.model, params, batch_stats, images, train=True, return_intermediates=True)
+      embeddings, sources = out["embeddings"], out["feature_maps"]
+    else:
+      embeddings, new_batch_stats = apply_model(self.model, params, batch_stats, images, train=True)
+      sources = images
+    clean_loss = self._clean_loss(params, embeddings, labels)
+
+    proxy_anchor = self.loss_name == "proxy_anchor"
+    has_positive = jnp.any((labels[:, None] == labels[None, :]) & ~jnp.eye(labels.shape[0], dtype=bool), axis=1)
+    row_active = active_rows(has_positive, use_positive_negative if options.branches == "coin" else None,
+                             fallback=options.fallback_to_other_branch)
+    clean_distance = distances.pairwise_euclidean(embeddings) if self.negatives_per_anchor else None
+    slots = mixing_slots(labels, clean_distance, row_active, max_positives=self.max_positives,
+                         first_positive_only=self.first_positive_only,
+                         negatives_per_anchor=self.negatives_per_anchor, source_is_row=proxy_anchor)
+    first = slots.first[:, :slots.num_distinct]
+
+    unit = distances.l2_normalize(embeddings).astype(jnp.float32)
+    if proxy_anchor:
+      proxies = distances.l2_normalize(params["loss"]["proxies"]).astype(jnp.float32)
+      if options.space == "embed":
+        proxy_inner = proxies @ unit.T  # [C, B]
+        norm = mixed_norm_from_gram(unit @ unit.T, first, slots.second, mix_lambda)  # [B, 1, T]
+        numerator = (mix_lambda * proxy_inner[:, first][:, :, :, None]
+                     + (1.0 - mix_lambda) * proxy_inner[:, slots.second][:, :, None, :])
+        similarity = numerator / norm[None]
+      else:
+        mixed = _gather_mix(sources, first, slots.second, mix_lambda)
+        mixed_emb, new_batch_stats = self._mixed_embeddings(
+            params, new_batch_stats, mixed.reshape((-1,) + sources.shape[1:]),
+            from_feature_maps=options.space == "feature")
+        similarity = proxies @ distances.l2_normalize(mixed_emb).astype(jnp.float32).T
+      similarity = similarity.reshape(proxies.shape[0], -1)
+      class_labels = labels_lib.pair_labels(jnp.arange(proxies.shape[0], dtype=labels.dtype), labels)
+      first_flat = jnp.broadcast_to(first[:, :, None], slots.valid.shape).reshape(-1)
+      second_flat = jnp.broadcast_to(slots.second[:, None, :], slots.valid.shape).reshape(-1)
+      y_mix = labels_lib.mixed_pair_labels(class_labels, first_flat, second_flat, mix_lambda)
+      valid = jnp.broadcast_to(slots.valid.reshape(1, -1), y_mix.shape)
+    else:
+      if options.space == "embed":
+        similarity = mixed_cosine_from_gram(unit @ unit.T, first, slots.second, mix_lambda)  # [B, K', T]
+      else:
+        mixed = _gather_mix(sources, first, slots.second, mix_lambda)
+        mixed_emb, new_batch_stats = self._mixed_embeddings(
+            params, new_batch_stats, mixed.reshape((-1,) + sources.shape[1:]),
+            from_feature_maps=options.space == "feature")
+        mixed_emb = distances.l2_normalize(mixed_emb).astype(jnp.float32).reshape(first.shape + slots.second.shape[1:]
+                                                                                  + (-1,))
+        similarity = jnp.einsum("rd,rktd->rkt", unit, mixed_emb)
+      # Repeated slots (first_positive_only) share the similarity of slot 0: the code's multiplicity, exactly.
+      similarity = jnp.broadcast_to(similarity, slots.valid.shape).reshape(labels.shape[0], -1)
+      y_mix = mixed_labels(labels_lib.pair_labels(labels), slots.first, slots.second, mix_lambda).reshape(
+          similarity.shape)
+      valid = slots.valid.reshape(similarity.shape)
+
+    mix_loss = mixed_loss(self.loss_name, similarity, y_mix, valid, **self.loss_kwargs)
+    total = clean_loss + options.mixup_weight * mix_loss
+    metrics = {"clean_loss": clean_loss, "mixed_loss": mix_loss, "mix_lambda": mix_lambda,
+               "mixed_examples": jnp.sum(slots.valid.astype(jnp.float32)),
+               "positive_negative_rows": jnp.sum((row_active & has_positive).astype(jnp.float32))}
+    return total, (new_batch_stats, metrics)
+
+  def _clean_loss(self, params, embeddings: jax.Array, labels: jax.Array) -> jax.Array:
+    if self.loss_name == "proxy_anchor":
+      return self.baseline.loss_fn(embeddings, labels, params["loss"]["proxies"])
+    return self.baseline.loss_fn(embeddings, labels)
+
+  def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation,
+                 phase: str = "train"):
+    """One step: λ and the coin from `fold_in(state.rng, step)`, gradient of L_clean + w·L_mix, one optax update."""
+    del phase  # one phase
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, state.batch_stats, batch, rng)
+    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
+    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+
+
+__all__ = ["BRANCHES", "SPACES", "SUPPORTED_LOSSES", "Metrix", "MetrixOptions", "MixingSlots", "active_rows",
+           "mixed_cosine_from_gram", "mixed_labels", "mixed_loss", "mixed_norm_from_gram", "mixing_slots"]
