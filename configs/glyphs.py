@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 200
   config.max_checkpoints = 2
 
-  config.dataset = dict(name="glyphs", data_dir=None, kwargs={})
+  config.dataset = dict(name="glyphs", data_dir=ml_collections.config_dict.placeholder(str), kwargs={})
   config.sampler = dict(name="m_per_class", kwargs=dict(m=4))
   config.model = dict(name="small_cnn", embedding_dim=64, pooling="gap", freeze_bn=False, kwargs={})
   config.loss = dict(name="multi_similarity", kwargs=dict(alpha=2.0, beta=50.0, base=0.5))
@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = "cosine"
-  config.optimizer.decay_steps = config.num_steps
+  config.optimizer.decay_steps = config.get_ref("num_steps")  # follows --config.num_steps overrides
   config.optimizer.warmup_cosine_steps = 0
 
   config.eval = dict(batch_size=512, ks=(1, 2, 4, 8), metric="cosine", clustering=True, baselines=True, plots=True,
@@ -43,7 +43,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 2
     config.eval_every = 2
     config.checkpoint_every = 2
-    config.optimizer.decay_steps = config.num_steps
     config.dataset.kwargs = dict(images_per_class=6)
     config.eval.batch_size = 256
   elif arg:

@@ -37,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 from metriclearn import checkpoint
 from metriclearn import data
 from metriclearn import evaluate
+from metriclearn import losses
 from metriclearn import methods
 from metriclearn import models
 from metriclearn import optim
@@ -79,6 +80,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   registry.lookup(samplers.SAMPLERS, config.sampler.name, "sampler")
   registry.lookup(models.MODELS, config.model.name, "model")
   registry.lookup(methods.METHODS, config.method.name, "method")
+  loss_fn = registry.lookup(losses.LOSSES, config.loss.name, "loss")
+  registry.check_kwargs(loss_fn, dict(config.loss.get("kwargs", {})), f"loss {config.loss.name!r}")
   for key in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key} must be a positive integer, got {config[key]}")
@@ -276,10 +279,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Blocking on the loss every step costs little here and is what lets a NaN name its step (and keeps simulated
     # multi-device CPU runs from queueing collectives; ENVIRONMENT.md).
     last_loss = float(metrics["loss"])
-    if not math.isfinite(last_loss):
+    grad_norm = float(metrics.get("grad_norm", 0.0))
+    if not (math.isfinite(last_loss) and math.isfinite(grad_norm)):
       checkpointer.close()
+      # A finite loss with a non-finite gradient norm still puts NaN into the parameters.
       raise FloatingPointError(
-          f"the training loss is {last_loss} at step {step}; stopped without saving this state. The last good "
+          f"the training loss is {last_loss} (gradient norm {grad_norm}) at step {step}; stopped without saving "
+          f"this state. The last good "
           f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}. Lower "
           "optimizer.learning_rate or enable optimizer.clip_value, then rerun with the same --workdir to resume.")
     progress.update(1)

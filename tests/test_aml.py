@@ -120,7 +120,7 @@ def test_optax_confusion_reaches_closed_form_and_bilevel_gradient_matches_closed
   for key in params:
     np.testing.assert_allclose(bilevel[key], reference[key], rtol=1e-7, atol=1e-9)
   # Freezing Π drops the derivative through the confusion stage: a different gradient.
-  assert max(float(jnp.max(jnp.abs(alternating[k] - reference[k]))) for k in params) > 1e-3
+  assert max(np.max(np.abs(alternating[k] - reference[k])) for k in params) > 1e-3
 
 
 @pytest.mark.parametrize("dissimilar_term", linear_aml.DISSIMILAR_TERMS)
@@ -252,8 +252,8 @@ def test_confusion_ascends_its_objective():
     closeness = jnp.mean(jnp.sum((embeddings - out["embeddings"]) ** 2, axis=1))
     return method.pair_loss(embeddings, y, valid) - closeness
 
-  adversarial = aml.confuse(head, out["features"], out["embeddings"], y, valid, method.pair_loss, beta=1.0, steps=5,
-                            optimizer="sgd", learning_rate=0.05)
+  adversarial = jax.jit(lambda f, e: aml.confuse(head, f, e, y, valid, method.pair_loss, beta=1.0, steps=5,
+                                                 optimizer="sgd", learning_rate=0.05))(out["features"], out["embeddings"])
   assert float(objective(adversarial)) > float(objective(out["features"])) + 1e-4
   assert float(method.pair_loss(head(adversarial), y, valid)) > float(method.pair_loss(out["embeddings"], y, valid))
 
@@ -278,7 +278,7 @@ def test_jitted_step_compiles_once_and_bilevel_changes_the_gradient():
     assert step._cache_size() == 1
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert float(metrics["adversarial_loss"]) > 0
-    grads[through_confusion] = jax.grad(lambda p: method.loss(p, state.batch_stats, batch)[0])(state.params)
+    grads[through_confusion] = jax.jit(jax.grad(lambda p: method.loss(p, state.batch_stats, batch)[0]))(state.params)
   difference = jax.tree_util.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), grads[False], grads[True])
   assert max(jax.tree_util.tree_leaves(difference)) > 1e-6
 

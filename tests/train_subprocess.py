@@ -3,9 +3,9 @@
   python tests/train_subprocess.py --config=configs/glyphs.py:smoke --workdir=DIR [--config.x=...]
 
 Environment variables (both optional; neither changes what is computed):
-  METRICLEARN_TEST_STEP_TIMES=PATH: write `[seconds per step, ...]` as JSON, measured from handing a batch to the training
-    loop until it asks for the next (the loop blocks on each step's loss, so each interval is one whole step,
-    including its logging, evaluation and checkpointing).
+  METRICLEARN_TEST_STEP_TIMES=PATH: write `{"num_devices": N, "step_times": [seconds, ...]}` as JSON. A step's time
+    runs from handing its batch to the training loop until the loop asks for the next one (the loop blocks on each
+    step's loss, so it is the whole step, including its logging, evaluation and checkpointing).
   METRICLEARN_TEST_SLOW_AFTER=STEP:SECONDS: sleep SECONDS before every step after STEP, so that a test can kill the
     run between two checkpoints at a known place instead of racing a fast run.
 """
@@ -16,6 +16,7 @@ import json
 import os
 import time
 
+import jax
 from absl import app
 
 from metriclearn import main
@@ -41,7 +42,7 @@ def _instrument_loader(times_path: str | None, slow_after: str | None) -> None:
     finally:
       if times_path:
         with open(times_path, "w") as f:
-          json.dump(times, f)
+          json.dump({"num_devices": jax.device_count(), "step_times": times}, f)
 
   loader_lib.Loader.iterate = iterate
 

@@ -5,8 +5,12 @@ sampler's arguments and `step`: a run resumed at step k sees exactly the batches
 k on, with no sampler state to checkpoint (DESIGN §5, §9). Randomness comes from `np.random.SeedSequence` keyed by
 (seed, stream, epoch or step), so different seeds, streams and epochs draw independent numbers.
 
-Registry: `SAMPLERS = {"random": RandomSampler, "m_per_class": MPerClassSampler}`; build one with
-`make_sampler(name, labels, batch_size, seed, **kwargs)`.
+Registry: `SAMPLERS = {"random": RandomSampler, "m_per_class": MPerClassSampler, "triplets": TripletSampler}`; build
+one with `make_sampler(name, labels, batch_size, seed, **kwargs)`.
+
+Tuple batches (DAML, `papers/daml.md` (h)) are laid out tuple by tuple: `triplets` gives (anchor, positive, negative)
+at positions (3t, 3t+1, 3t+2) with all 2T classes of a batch distinct; N-pair batches (one anchor–positive pair per
+class, C distinct classes, anchor at 2c and positive at 2c+1) are exactly `m_per_class` with `m=2`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from metriclearn.registry import check_kwargs, lookup
 _STREAM_EPOCH_PERMUTATION = 0
 _STREAM_CLASS_PERMUTATION = 1
 _STREAM_SAMPLES_IN_CLASS = 2
+_STREAM_TRIPLET_CLASSES = 3
+_STREAM_TRIPLET_SAMPLES = 4
 
 
 def _rng(seed: int, stream: int, counter: int) -> np.random.Generator:
@@ -114,9 +120,68 @@ class MPerClassSampler:
     return np.concatenate([rng.choice(self.members[c], size=self.m, replace=False) for c in chosen])
 
 
+class TripletSampler:
+  """T = batch_size / 3 triplets (anchor, positive, negative) per batch, all 2T classes of a batch distinct.
+
+  The tuple input of DAML's released code (`papers/daml.md` (d), (h)): anchor and positive are two different
+  examples of one class, the negative one example of another class, and no class appears in two triplets of a batch.
+  Classes are drawn without replacement within an *epoch of classes* (a permutation of the classes drawn from
+  (seed, class epoch), cut into groups of 2T, the remainder dropped): the first T of a group are the anchor classes,
+  the other T the negative classes. The examples are drawn from (seed, step). Triplet t occupies positions
+  3t (anchor), 3t + 1 (positive) and 3t + 2 (negative).
+
+  Args:
+    labels: `int[N]` class labels of the split.
+    batch_size: 3T; must be a multiple of 3.
+    seed: random seed.
+
+  Raises:
+    ValueError: `batch_size` not a multiple of 3, fewer than 2T classes, or a class with fewer than 2 examples.
+  """
+
+  def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0):
+    labels = _check_labels_and_batch(labels, batch_size)
+    if batch_size % 3:
+      raise ValueError(f"batch_size {batch_size} cannot hold (anchor, positive, negative) triplets: choose a "
+                       "multiple of 3")
+    self.classes, counts = np.unique(labels, return_counts=True)
+    self.triplets_per_batch = batch_size // 3
+    classes_per_batch = 2 * self.triplets_per_batch
+    if len(self.classes) < classes_per_batch:
+      raise ValueError(
+          f"batch_size {batch_size} holds {self.triplets_per_batch} triplets, which need {classes_per_batch} distinct "
+          f"classes per batch, but the labels have only {len(self.classes)} classes: choose batch_size <= "
+          f"{3 * (len(self.classes) // 2)}"
+      )
+    small = counts < 2
+    if small.any():
+      raise ValueError(
+          f"class {self.classes[small][0]} has {counts[small][0]} example(s); every class must have at least 2 "
+          f"(an anchor and a different positive; {small.sum()} classes are smaller): remove those classes"
+      )
+    order = np.argsort(labels, kind="stable")
+    self.members = np.split(order.astype(np.int32), np.cumsum(counts)[:-1])  # members[c]: indices of class c
+    self.batch_size = batch_size
+    self.seed = seed
+    self.steps_per_epoch = len(self.classes) // classes_per_batch  # an epoch of classes, not of examples
+
+  def batch_indices(self, step: int) -> np.ndarray:
+    """`i32[batch_size]`: (anchor, positive, negative) index triples (a pure function of seed and step)."""
+    epoch, position = divmod(step, self.steps_per_epoch)
+    class_order = _rng(self.seed, _STREAM_TRIPLET_CLASSES, epoch).permutation(len(self.classes))
+    num = self.triplets_per_batch
+    chosen = class_order[position * 2 * num : (position + 1) * 2 * num]
+    rng = _rng(self.seed, _STREAM_TRIPLET_SAMPLES, step)
+    triplets = [np.concatenate([rng.choice(self.members[a], size=2, replace=False),
+                                rng.choice(self.members[n], size=1)])
+                for a, n in zip(chosen[:num], chosen[num:])]
+    return np.concatenate(triplets).astype(np.int32)
+
+
 SAMPLERS = {
     "random": RandomSampler,
     "m_per_class": MPerClassSampler,
+    "triplets": TripletSampler,
 }
 
 

@@ -1,9 +1,11 @@
 """The data set interface: `Split` (a random-access source of images and labels) and `Dataset` (its splits).
 
 Every data set, embedded or on disk, reduces to arrays held in host memory or behind a random-access reader: the
-sampler sees only `labels`, the loader indexes `images` with the sampler's index batches. Labels are contiguous
-`0 .. C-1` *within* a split, and `class_names[label]` names the class, so the zero-shot train and test splits each
-look like a complete classification problem to the code that consumes them.
+sampler sees only `labels`, the loader indexes `images` with the sampler's index batches. The embedded sets hold a
+`u8`/`f32[N, H, W, C]` array; the photo benchmarks hold an `ImageFiles` (`images.py`), which indexes like a `u8[N,
+S, S, 3]` array but decodes on access (`split.in_memory` tells them apart). Labels are contiguous `0 .. C-1`
+*within* a split, and `class_names[label]` names the class, so the zero-shot train and test splits each look like a
+complete classification problem to the code that consumes them.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from metriclearn.data.images import ImageFiles
+from metriclearn.data.transforms import Transform
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
   """One split of a data set.
 
   Attributes:
-    images: `u8[N, H, W, C]` (0..255) or `f32[N, H, W, C]` already scaled to [0, 1].
+    images: `u8[N, H, W, C]` (0..255), `f32[N, H, W, C]` already scaled to [0, 1], or an `ImageFiles` (photos
+      decoded on access; `images[indices]` gives `u8[n, S, S, 3]` after the test transform).
     labels: `i32[N]`, contiguous class ids `0 .. len(class_names) - 1`.
     class_names: the name of each class id.
   """
 
-  images: np.ndarray
+  images: np.ndarray | ImageFiles
   labels: np.ndarray
   class_names: list[str]
 
@@ -52,6 +58,11 @@ class Split:
     return len(self.class_names)
 
   @property
+  def in_memory(self) -> bool:
+    """True when `images` is an array in host memory; False for an `ImageFiles` (decode with `images[indices]`)."""
+    return isinstance(self.images, np.ndarray)
+
+  @property
   def image_shape(self) -> tuple[int, int, int]:
     """`(H, W, C)` of one image."""
     return tuple(self.images.shape[1:])
@@ -59,16 +70,33 @@ class Split:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """The splits of one data set; `dataset["train"]` and `dataset.train` are the same split."""
+  """The splits of one data set; `dataset["train"]` and `dataset.train` are the same split.
+
+  Attributes:
+    name: the registered name.
+    train: the training classes (under the fair protocol, without the validation fold's classes).
+    test: the test classes. For In-Shop, the query images followed by the gallery images (labels shared).
+    val: the fair protocol's validation classes (carved from the training classes), or None.
+    query, gallery: In-Shop's retrieval protocol: every query is ranked against the gallery, never against the other
+      queries; None for data sets whose test split is its own gallery.
+    mean, std: per-channel normalisation of images in [0, 1] that the recipe's backbone expects (ImageNet's for the
+      photo benchmarks), or None to feed [0, 1] pixels.
+    train_transform: the random training transform of file-backed splits (`transforms.py`), or None.
+  """
 
   name: str
   train: Split
   test: Split
   val: Split | None = None
+  query: Split | None = None
+  gallery: Split | None = None
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+  train_transform: Transform | None = None
 
   @property
   def splits(self) -> dict[str, Split]:
-    names = ("train", "val", "test")
+    names = ("train", "val", "test", "query", "gallery")
     return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
   def __getitem__(self, split: str) -> Split:
@@ -79,7 +107,7 @@ class Dataset:
 
 
 def split_by_class(
-    images: np.ndarray,
+    images: np.ndarray | ImageFiles,
     labels: np.ndarray,
     class_names: Sequence[str],
     classes: Sequence[int],
@@ -93,7 +121,7 @@ def split_by_class(
   new_label[classes] = np.arange(len(classes), dtype=np.int32)
   keep = new_label[labels] >= 0
   return Split(
-      images=images[keep],
+      images=images[keep] if isinstance(images, np.ndarray) else images.take(keep),
       labels=new_label[labels[keep]],
       class_names=[class_names[c] for c in classes],
   )

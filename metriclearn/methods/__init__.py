@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from metriclearn import registry
 from metriclearn.methods.aml import AML
+from metriclearn.methods.apfs import APFS
 from metriclearn.methods.baseline import Baseline
+from metriclearn.methods.daml import DAML
 from metriclearn.methods.metrix import Metrix
 
 METHODS = {
     "aml": AML,
+    "apfs": APFS,
     "baseline": Baseline,
+    "daml": DAML,
     "metrix": Metrix,
 }
 

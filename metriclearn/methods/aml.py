@@ -189,4 +189,4 @@ class AML:
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state.params, state.batch_stats, batch)
     state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}

@@ -74,4 +74,4 @@ class Baseline:
     (loss, batch_stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state.params, state.batch_stats, batch, rng)
     state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}

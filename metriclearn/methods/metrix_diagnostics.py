@@ -19,6 +19,8 @@ diagnostic needs only embeddings, e.g. those a trained model gives for a trainin
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on the machines this runs on
@@ -55,6 +57,14 @@ def _mixed_matrices(embeddings: jax.Array, labels: jax.Array, mix_lambda: jax.Ar
   return similarity.reshape(batch, -1), y.reshape(batch, -1), slots.valid.reshape(batch, -1)
 
 
+@functools.partial(jax.jit, static_argnames=("alpha", "beta", "base", "max_positives"))
+def _similarity_and_gradient(embeddings, labels, mix_lambda, *, alpha, beta, base, max_positives):
+  """s(a, v), ∂ℓ̃_MS/∂s(a, v) and validity, each `[B, K·B]`."""
+  similarity, y, valid = _mixed_matrices(embeddings, labels, mix_lambda, max_positives)
+  loss_fn = lambda s: losses.multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base)
+  return similarity, jax.grad(loss_fn)(similarity), valid
+
+
 def positivity_curve(embeddings, labels, lambdas, *, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
                      max_positives: int | None = None) -> dict[str, np.ndarray]:
   """Empirical and theoretical P(Pos(a, v)) of positive–negative mixes, for each λ in `lambdas`.
@@ -68,21 +78,15 @@ def positivity_curve(embeddings, labels, lambdas, *, alpha: float = 2.0, beta: f
   Returns:
     `{"lambda", "empirical", "theoretical", "threshold"}`, each `f64[L]`.
   """
-  embeddings = jnp.asarray(embeddings)
+  embeddings = jnp.asarray(embeddings, jnp.float32)
   labels = jnp.asarray(labels)
   max_positives = labels.shape[0] - 1 if max_positives is None else max_positives
-
-  @jax.jit
-  def one(mix_lambda):
-    similarity, y, valid = _mixed_matrices(embeddings, labels, mix_lambda, max_positives)
-    loss_fn = lambda s: losses.multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base)
-    gradient = jax.grad(loss_fn)(similarity)
-    return similarity, gradient, valid
 
   empirical, theoretical = [], []
   thresholds = positivity_threshold(lambdas, alpha=alpha, beta=beta, base=base)
   for mix_lambda, threshold in zip(np.asarray(lambdas, np.float32), thresholds):
-    similarity, gradient, valid = (np.asarray(x) for x in one(jnp.float32(mix_lambda)))
+    similarity, gradient, valid = (np.asarray(x) for x in _similarity_and_gradient(
+        embeddings, labels, jnp.float32(mix_lambda), alpha=alpha, beta=beta, base=base, max_positives=max_positives))
     keep = valid > 0
     if not keep.any():
       raise ValueError("no positive–negative pair in the batch: labels need a class that occurs at least twice")

@@ -1,0 +1,47 @@
+r"""APFS on the embedded default: `configs/glyphs.py` (small CNN, multi-similarity, P × M = 32 × 4) with
+representatives, the restricted loss, the proximal term and hard class mining.
+
+  python -m metriclearn.main --config=configs/glyphs_apfs.py --workdir=/tmp/glyphs_apfs
+  python -m metriclearn.main --config=configs/glyphs_apfs.py:no_mining --workdir=/tmp/glyphs_apfs_no_mining
+
+Arguments (combinable with commas, e.g. `:no_mining,smoke`):
+  no_mining    random classes per batch (the authors' PROFS sampler [L]) instead of hard class mining [I];
+  full_pairs   the base loss on every pair of the batch (reading (B)) instead of (sample, representative) pairs;
+  no_proximal  λ = 0 (warm start only, no proximal term);
+  smoke        a few steps, for tests (T = 2, so stage 1 is mined).
+Everything else is the baseline's, so `configs/glyphs.py` with the same seed is the comparison. T defaults to the
+steps per epoch (⌊3750 / 128⌋ = 29 on glyphs; unverified, `papers/apfs.md` (h)). Method options
+(`--config.method.kwargs.<key>=`): see `metriclearn.methods.apfs.APFSOptions`. Results: benchmarks/RESULTS.md, "APFS".
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+ARGUMENTS = ("no_mining", "full_pairs", "no_proximal", "smoke")
+
+
+def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
+  # configs/ is not a package: load the sibling baseline recipe by path, so the two can never drift apart.
+  spec = importlib.util.spec_from_file_location("glyphs_baseline", os.path.join(os.path.dirname(__file__), "glyphs.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = [part for part in (arg or "").split(",") if part]
+  unknown = [part for part in parts if part not in ARGUMENTS]
+  if unknown:
+    raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: {list(ARGUMENTS)} (comma-separated)")
+  config = _baseline_config("smoke" if "smoke" in parts else None)
+  config.name = "_".join(["glyphs_apfs"] + [part for part in parts if part != "smoke"])
+  config.method = dict(name="apfs", kwargs=dict(
+      representative_lifetime=2 if "smoke" in parts else None,
+      class_selection="random" if "no_mining" in parts else "hard",
+      pair_restriction="full" if "full_pairs" in parts else "restricted",
+      anchors="samples",
+      proximal_weight=0.0 if "no_proximal" in parts else 2e-4,
+  ))
+  return config
