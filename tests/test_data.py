@@ -144,8 +144,8 @@ def test_digits_zero_shot_split():
 
 
 def test_load_dataset_errors():
-  with pytest.raises(ValueError, match="unknown dataset 'cub'; valid dataset names are: 'digits', 'glyphs'"):
-    load_dataset("cub")
+  with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid dataset names are: 'cars', 'cub', 'digits'"):
+    load_dataset("imagenet")
   with pytest.raises(ValueError, match="unknown keyword.*'images_per_clas'.*accepted: .*'images_per_class'"):
     load_dataset("glyphs", images_per_clas=3)
   with pytest.raises(ValueError, match="unknown keyword.*'upsampling'.*accepted:.*'upsample'"):

@@ -121,7 +121,7 @@ def _scaled(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def _no_violation_batch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """4 classes of 6 around orthogonal axes: d(a, p) ≤ 0.33 and d(a, n) ≥ 1.27, so no triplet violates margin ≤ 0.5."""
+  """4 classes of 6 around orthogonal axes: d(a, p) ≈ 0.1–0.35 < d(a, n) − 0.9, so no triplet violates margin ≤ 0.5."""
   labels = np.repeat(np.arange(4), 6)
   embeddings = np.eye(8, dtype=np.float32)[labels] + 0.1 * rng.uniform(-1, 1, size=(24, 8)).astype(np.float32)
   return embeddings, labels
@@ -209,6 +209,24 @@ def test_matches_pml(config, batch):
   # Proxies are unit-scale (kaiming normal on 8 or 32 inputs): compare their gradient directly.
   np.testing.assert_allclose(proxy_grad, pml_proxy_grad, rtol=1e-5, atol=1e-6)
   assert np.all(np.isfinite(grad)) and np.all(np.isfinite(proxy_grad))
+
+
+def test_near_duplicates_agree_with_pml_to_gram_precision():
+  """Points 0 < d ≲ 0.03 apart: the Gram form's rounding bounds the agreement with PML (1e-3, not 1e-5).
+
+  Our d² = ‖u‖² + ‖v‖² − 2⟨u, v⟩ has an absolute float32 error of ~1e-7, so a relative error of ~1e-7/d² in d² (half
+  that in d): ~5e-4 at d = 0.01. torch.cdist (≤ 25 rows) subtracts coordinates first and has none. The gradient of d,
+  (u − v)/d, inherits the relative error. Cosine-based losses are unaffected (no division by d).
+  """
+  rng = np.random.default_rng(99)
+  labels = np.repeat(np.arange(4), 6)
+  embeddings = np.eye(8, dtype=np.float32)[labels] + 0.01 * rng.uniform(-1, 1, size=(24, 8)).astype(np.float32)
+  for config in ("contrastive", "triplet", "lifted_structure", "generalized_lifted_structure", "multi_similarity"):
+    value, grad, _ = _run_ours(config, embeddings, labels)
+    pml_value, pml_grad, _ = _pml(config, embeddings, labels)
+    tolerance = 1e-5 if config == "multi_similarity" else 2e-3
+    np.testing.assert_allclose(value, pml_value, rtol=tolerance, err_msg=config)
+    np.testing.assert_allclose(grad, pml_grad, atol=tolerance * np.abs(pml_grad).max(), err_msg=config)
 
 
 @pytest.mark.parametrize("config", ["triplet", "triplet_0.5", "triplet_squared"])

@@ -65,11 +65,12 @@ class Layout:
     return [os.path.join(data_dir, sub) if sub else data_dir for sub in self.subdirs] if data_dir else []
 
   def missing(self, data_dir: str | None) -> FileNotFoundError:
-    expected = ", ".join(req.replace("|", " or ") for req in self.required)
+    top = self.subdirs[0]
+    expected = ", ".join(" or ".join(os.path.join(top, alt) for alt in req.split("|")) for req in self.required)
     where = ", ".join(self.candidates(data_dir)) if data_dir else "nowhere: no data_dir was given"
     return FileNotFoundError(
-        f"{self.title} not found: expected {expected} (looked in {where}). {self.obtain} Then set "
-        "config.dataset.data_dir (or load_dataset's data_dir) to the directory that holds it."
+        f"{self.title} not found: expected {expected} under data_dir (looked in {where}). {self.obtain} Then set "
+        "config.dataset.data_dir (or load_dataset's data_dir) to that directory."
     )
 
 
@@ -144,7 +145,7 @@ def read_cub(data_dir: str | None) -> Catalogue:
   labels = np.array([int(class_of[i]) - 1 for i in ids], dtype=np.int64)
   # Class names from the folder names ("001.Black_footed_Albatross"), so classes.txt is not needed.
   names = [f"class {c + 1}" for c in range(max(200, labels.max(initial=-1) + 1))]
-  for i, label in zip(ids, labels):
+  for i, label in zip(ids, labels, strict=True):
     names[label] = path_of[i].split("/")[0].split(".", 1)[-1]
   paths = [os.path.join(root, "images", path_of[i]) for i in ids]
   return _catalogue(CUB, root, paths, labels, names)

@@ -42,7 +42,8 @@ def _pool(num_workers: int) -> concurrent.futures.ThreadPoolExecutor:
 
 
 def default_num_workers() -> int:
-  return os.cpu_count() or 1
+  """One decoding thread per core, at most 32 (beyond that the Python parts of each image contend for the GIL)."""
+  return min(os.cpu_count() or 1, 32)
 
 
 def open_image(record: Record) -> Image.Image:
@@ -117,26 +118,49 @@ class ImageFiles:
     return dataclasses.replace(self, rows=self.rows[positions])
 
   def transformed(
-      self, positions, transform: Transform | None, rngs: Sequence[np.random.Generator | None]
+      self,
+      positions,
+      transform: Transform | None = None,
+      rngs: Sequence[np.random.Generator | None] | None = None,
+      *,
+      floats: bool = False,
+      mean: Sequence[float] | None = None,
+      std: Sequence[float] | None = None,
   ) -> np.ndarray:
-    """`u8[n, S, S, 3]`: images `positions` under `transform`, image i drawing its random numbers from `rngs[i]`.
+    """Images `positions` under `transform`, image i drawing its random numbers from `rngs[i]`.
 
-    A row whose rng is None (or every row when `transform` is None) gets the test transform instead.
+    A row whose rng is None (or every row when `transform` or `rngs` is None) gets the test transform instead.
+
+    Returns:
+      `u8[n, S, S, 3]`, or with `floats` `f32[n, S, S, 3]` = `(pixels / 255 − mean) / std` (mean 0, std 1 when
+      not given), computed in the decoding threads: one pass per image on every core, instead of three passes over
+      the batch in the consumer's thread (about 1 ms per 224² image).
     """
     rows = self.rows[np.asarray(positions)]
+    rngs = [None] * len(rows) if rngs is None else list(rngs)
     if len(rngs) != len(rows):
       raise ValueError(f"need one rng per image: {len(rows)} images, {len(rngs)} rngs")
     if transform is not None and transform.size != self.transform.size:
       raise ValueError(f"the transform's size {transform.size} differs from the test size {self.transform.size}")
     chosen = [self.transform if transform is None or rng is None else transform for rng in rngs]
-    return self._decode(rows, chosen, rngs)
+    affine = None
+    if floats:
+      std = np.asarray(std if std is not None else (1.0,) * 3, np.float32)
+      mean = np.asarray(mean if mean is not None else (0.0,) * 3, np.float32)
+      affine = (np.float32(1 / 255) / std, mean / std)  # x · scale − offset
+    return self._decode(rows, chosen, rngs, affine)
 
-  def _decode(self, rows: np.ndarray, transforms: Sequence[Transform], rngs: Sequence) -> np.ndarray:
+  def _decode(self, rows: np.ndarray, transforms: Sequence[Transform], rngs: Sequence, affine=None) -> np.ndarray:
     size = self.transform.size
-    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+    out = np.empty((len(rows), size, size, 3), dtype=np.uint8 if affine is None else np.float32)
 
     def decode(i: int) -> None:
-      out[i] = self._decode_one(int(rows[i]), transforms[i], rngs[i])
+      pixels = self._decode_one(int(rows[i]), transforms[i], rngs[i])
+      if affine is None:
+        out[i] = pixels
+      else:
+        np.multiply(pixels, affine[0], out=out[i])
+        out[i] -= affine[1]
 
     if self.num_workers == 1 or len(rows) <= 1:
       for i in range(len(rows)):

@@ -5,8 +5,13 @@ random numbers are keyed by (seed, step)), so `iterate(start_step, num_steps)` r
 stopped. `iterate` prepares the next `prefetch` batches in a background thread while the device computes; an error
 in that thread is raised in the consumer, and closing the iterator (or leaving its `for` loop) stops the thread.
 
+File-backed splits (`ImageFiles`, the photo benchmarks) are decoded here, on the split's pool of threads: with a
+`transform` (the data set's `train_transform`), image i of the global batch draws its crop and flip from
+(seed, step, i), so the batch does not depend on the number of threads or hosts; without one, the split's test
+transform applies.
+
 `eval_batches(split, batch_size)` walks a split in order with fixed-size batches (the last one padded, with a
-`mask`), so a jitted embedding function compiles once.
+`mask`), so a jitted embedding function compiles once; file-backed splits are decoded a batch ahead in a thread.
 """
 
 from __future__ import annotations
@@ -19,18 +24,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from metriclearn.data.splits import Split
+from metriclearn.data.transforms import Transform
 
 Batch = dict[str, np.ndarray]
 # augment(images f32[B, H, W, C], rng) -> f32[B, H', W', C]: random transformations of a batch, drawing only from rng.
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 _STREAM_AUGMENT = 3  # SeedSequence stream id of the augmentation (the samplers use 0-2)
+_STREAM_TRANSFORM = 4  # ... and of the per-image transform of file-backed splits
 
 
 def to_float(
     images: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
 ) -> np.ndarray:
   """`f32[..., C]`: uint8 images scaled to [0, 1] (float32 ones taken as already scaled), then `(x − mean) / std`."""
+  if not isinstance(images, np.ndarray):
+    raise TypeError(
+        f"to_float needs an array in memory, got {type(images).__name__}: a file-backed split (split.in_memory is "
+        "False) is decoded by indexing, split.images[indices]"
+    )
   x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
   if mean is not None:
     x = x - np.asarray(mean, dtype=np.float32)
@@ -46,6 +58,10 @@ class Loader:
     split: the data.
     sampler: any object with `batch_indices(step) -> i32[batch_size]` (see `samplers.py`).
     augment: optional `augment(images, rng)`, applied after scaling to [0, 1] and before normalising.
+    transform: for a file-backed split, the random per-image transform (`Dataset.train_transform`, e.g.
+      `transforms.RandomResizedCrop`); None decodes with the split's test transform. If the sampler has
+      `augment_mask(step) -> bool[batch_size]`, the rows where it is False get the test transform (APFS's
+      representatives).
     mean, std: optional per-channel normalisation (e.g. the ImageNet statistics).
     seed: seed of the augmentation's random numbers (folded with the step).
     prefetch: how many batches `iterate` prepares ahead.
@@ -59,6 +75,7 @@ class Loader:
       sampler,
       *,
       augment: Augment | None = None,
+      transform: Transform | None = None,
       mean: Sequence[float] | None = None,
       std: Sequence[float] | None = None,
       seed: int = 0,
@@ -70,7 +87,9 @@ class Loader:
       raise ValueError(f"prefetch must be at least 1 batch, got {prefetch}")
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index must lie in 0..{process_count - 1}, got {process_index}")
-    self.split, self.sampler, self.augment = split, sampler, augment
+    if transform is not None and split.in_memory:
+      raise ValueError("transform applies to file-backed splits (the photo benchmarks); in-memory splits take augment")
+    self.split, self.sampler, self.augment, self.transform = split, sampler, augment, transform
     self.mean, self.std, self.seed, self.prefetch = mean, std, seed, prefetch
     self.process_index, self.process_count = process_index, process_count
 
@@ -83,13 +102,38 @@ class Loader:
           f"choose a batch_size that is a multiple of {self.process_count}"
       )
     share = len(indices) // self.process_count
-    indices = indices[self.process_index * share : (self.process_index + 1) * share]
-    images = to_float(self.split.images[indices])
+    rows = np.arange(self.process_index * share, (self.process_index + 1) * share)  # rows of the global batch
+    indices = indices[rows]
+    if not self.split.in_memory and self.augment is None:
+      # Decoded, scaled and normalised in the decoding threads.
+      images = self._decode(indices, rows, step, floats=True)
+      return {"image": images, "label": self.split.labels[indices].astype(np.int32)}
+    if self.split.in_memory:
+      images = to_float(self.split.images[indices])
+    else:
+      images = to_float(self._decode(indices, rows, step, floats=False))
     if self.augment is not None:
       rng = np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_AUGMENT, step, self.process_index]))
       images = np.asarray(self.augment(images, rng), dtype=np.float32)
     images = to_float(images, self.mean, self.std)
     return {"image": images, "label": self.split.labels[indices].astype(np.int32)}
+
+  def _decode(self, indices: np.ndarray, rows: np.ndarray, step: int, *, floats: bool) -> np.ndarray:
+    """File-backed images `indices` (at `rows` of the global batch) under the transform: `u8[b, S, S, 3]`, or with
+    `floats` normalised `f32[b, S, S, 3]`."""
+    rngs = None
+    if self.transform is not None:
+      augmented = np.ones(rows[-1] + 1, dtype=bool)
+      if hasattr(self.sampler, "augment_mask"):
+        augmented = np.asarray(self.sampler.augment_mask(step), dtype=bool)
+      rngs = [
+          np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_TRANSFORM, step, int(row)]))
+          if augmented[row] else None
+          for row in rows
+      ]  # fmt: skip
+    if not floats:
+      return self.split.images.transformed(indices, self.transform, rngs)
+    return self.split.images.transformed(indices, self.transform, rngs, floats=True, mean=self.mean, std=self.std)
 
   def iterate(self, start_step: int = 0, num_steps: int | None = None) -> Iterator[Batch]:
     """Batches `start_step, start_step + 1, ...` (`num_steps` of them, or without end), prefetched in a thread."""
@@ -153,6 +197,8 @@ def eval_batches(
 ) -> Iterator[Batch]:
   """The whole split in order, as batches of exactly `batch_size` (static shapes for jit).
 
+  A file-backed split is decoded with its test transform, one batch ahead in a background thread.
+
   Yields:
     `{"image": f32[batch_size, H, W, C], "label": i32[batch_size], "mask": bool[batch_size]}`; in the last batch
     the rows past the end of the split are zero images with label −1 and `mask` False. Keep the rows where `mask`
@@ -160,12 +206,20 @@ def eval_batches(
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
+  batches = _eval_batches(split, batch_size, mean, std, preprocess)
+  return batches if split.in_memory else prefetch(batches, 1)
+
+
+def _eval_batches(split, batch_size, mean, std, preprocess) -> Iterator[Batch]:
   for start in range(0, len(split), batch_size):
     stop = min(start + batch_size, len(split))
-    images = to_float(split.images[start:stop])
-    if preprocess is not None:
-      images = np.asarray(preprocess(images), dtype=np.float32)
-    images = to_float(images, mean, std)
+    if not split.in_memory and preprocess is None:  # normalised in the decoding threads
+      images = split.images.transformed(np.arange(start, stop), floats=True, mean=mean, std=std)
+    else:
+      images = to_float(split.images[start:stop])
+      if preprocess is not None:
+        images = np.asarray(preprocess(images), dtype=np.float32)
+      images = to_float(images, mean, std)
     labels = split.labels[start:stop]
     padding = batch_size - (stop - start)
     yield {

@@ -95,7 +95,10 @@ class ResizeRandomCrop:
     if self.size > self.resize:
       raise ValueError(f"crop size {self.size} is larger than the resized image ({self.resize})")
     slack = self.resize - self.size
-    top, left = (int(rng.integers(0, slack + 1)), int(rng.integers(0, slack + 1))) if rng is not None else (slack // 2,) * 2
+    if rng is None:
+      top = left = slack // 2
+    else:
+      top, left = int(rng.integers(0, slack + 1)), int(rng.integers(0, slack + 1))
     sx, sy = width / self.resize, height / self.resize
     return Plan((left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy), _flip(rng, self.flip))
 

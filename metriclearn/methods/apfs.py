@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from typing import Any
 
 import flax.linen as nn
@@ -388,7 +387,7 @@ class APFS:
     state = state.replace(step=step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
                           batch_stats=batch_stats, method_state={**state.method_state, "anchor_params": anchor})
     return state, {"loss": pair_loss + proximal_term, "pair_loss": pair_loss, "proximal_term": proximal_term,
-                   "grad_norm": optax.global_norm(grads), "stage": (step // lifetime).astype(jnp.float32)}
+                   "grad_norm": optax.tree.norm(grads), "stage": (step // lifetime).astype(jnp.float32)}
 
 
 __all__ = ["ANCHORS", "APFS", "APFSOptions", "PAIR_RESTRICTIONS", "SUPPORTED_LOSSES", "batchnorm_modules",

@@ -116,7 +116,7 @@ class DAMLOptions:
 
 # Method kwargs of the two presets (daml.md (e)); the "code" preset also needs `CODE_LR_MULTIPLIERS` in the optimizer.
 PRESETS = {
-    "paper": {},
+    "paper": dict(lambda_reg=1.0, lambda_adv=1.0, lambda_m=50.0),
     "code": dict(lambda_m=1.0, generator_space="embeddings", generator_output_relu=True, generator_init_stddev=0.02,
                  metric_head_layers=2, hinge_scale=0.5, pretrain_lr_multipliers=()),
 }

@@ -20,7 +20,8 @@ Spaces (c.4):
 * `embed`: v = normalise(λe_x + (1−λ)e_x'); ⟨e_a, v⟩ and ‖λe_x + (1−λ)e_x'‖² are combinations of entries of the
   clean Gram matrix, so only [B, K', T] scalars are formed (never a [B, B, B, d] tensor); no extra forward.
 * `feature`: the backbone's last feature maps (before pooling) are mixed, then pooling → head → L2 runs on the
-  B·K'·T mixed maps. One backbone pass serves clean and mixed examples.
+  B·K'·T mixed maps. One backbone pass serves clean and mixed examples. With the linear GAP pooling, mixing commutes
+  with the pooling, so the pooled features are mixed instead (exact, h·w times less memory; `pool_before_mixing`).
 * `input`: the B·K'·T mixed images get one extra forward pass (BatchNorm statistics from that pass, as a second
   forward in the reference code; the running statistics are updated by the clean pass and then the mixed pass).
 
@@ -91,6 +92,9 @@ class MetrixOptions:
       beyond K (batch order) are not mixed.
     negatives_per_anchor: None (the space's default: "all" for "embed"/"feature", 1 for "input"), "all", or T > 0 to
       mix only the T hardest negatives of each anchor (smallest clean distance; the input code's top_k = 1).
+    pool_before_mixing: "feature" space: mix the pooled features instead of the maps. Exact for the linear "gap"
+      pooling (GAP(λh + (1−λ)h') = λGAP(h) + (1−λ)GAP(h')) and h·w times cheaper; None: whenever the pooling is
+      "gap". GMP and GAP+GMP (the paper's ResNet) always mix the maps.
   """
 
   space: str = "feature"
@@ -102,6 +106,7 @@ class MetrixOptions:
   first_positive_only: bool | None = None
   max_positives: int | None = None
   negatives_per_anchor: int | str | None = None
+  pool_before_mixing: bool | None = None
 
 
 class MixingSlots(NamedTuple):
@@ -268,6 +273,13 @@ class Metrix:
     self.loss_kwargs = dict(config.loss.get("kwargs", {}))
     if config.loss.name == "contrastive" and not self.loss_kwargs.get("normalize", True):
       raise ValueError("Metrix needs L2-normalised embeddings: leave config.loss.kwargs.normalize at True")
+    pool_first = options.pool_before_mixing
+    if pool_first is None:
+      pool_first = getattr(model, "pooling", None) == "gap"
+    elif pool_first and getattr(model, "pooling", None) != "gap":
+      raise ValueError(f"pool_before_mixing=True needs the linear 'gap' pooling (mixing commutes with it), the model "
+                       f"pools with {getattr(model, 'pooling', None)!r}: leave pool_before_mixing at None")
+    self.source_kind = ("images" if options.space == "input" else "features" if pool_first else "feature_maps")
     self.options = options
     self.model = model
     self.loss_name = config.loss.name
@@ -277,16 +289,25 @@ class Metrix:
     """`(params, batch_stats, method_state)`: the baseline's (proxies under `params["loss"]` for proxy anchor)."""
     return self.baseline.init(rng, images)
 
-  def _mixed_embeddings(self, params, batch_stats, mixed: jax.Array, *, from_feature_maps: bool):
-    """Embeddings `[N, D]` of mixed feature maps or images, and the batch statistics after the pass."""
-    if from_feature_maps:
+  def _mixed_embeddings(self, params, batch_stats, sources: jax.Array, first: jax.Array, second: jax.Array,
+                        mix_lambda: jax.Array):
+    """Unit embeddings `f32[R, K', T, D]` of mix_λ(sources[first], sources[second]) and the batch statistics after.
+
+    `sources` are images (a second forward pass), feature maps (pooling → head → L2) or, when the pooling is
+    linear, pooled features (head → L2).
+    """
+    mixed = _gather_mix(sources, first, second, mix_lambda)
+    mixed = mixed.reshape((-1,) + sources.shape[1:])
+    if self.source_kind == "images":
+      embeddings, batch_stats = apply_model(self.model, params, batch_stats, mixed, train=True)
+    else:
       # Head BatchNorm (if any) normalises mixed features with their own statistics; its running ones are kept
       # from the clean pass.
+      entry = Embedder.embed_from_feature_maps if self.source_kind == "feature_maps" else Embedder.embed_from_features
       variables = {"params": model_params(params), "batch_stats": batch_stats}
-      out, _ = self.model.apply(variables, mixed, train=True, mutable=["batch_stats"],
-                                method=Embedder.embed_from_feature_maps)
-      return out, batch_stats
-    return apply_model(self.model, params, batch_stats, mixed, train=True)
+      embeddings, _ = self.model.apply(variables, mixed, train=True, mutable=["batch_stats"], method=entry)
+    embeddings = distances.l2_normalize(embeddings).astype(jnp.float32)
+    return embeddings.reshape(first.shape + second.shape[1:] + embeddings.shape[-1:]), batch_stats
 
   def loss(self, params, batch_stats, batch, rng, mix_lambda: jax.Array | None = None,
            use_positive_negative: jax.Array | None = None):
@@ -312,7 +333,7 @@ class Metrix:
 
     if options.space == "feature":
       out, new_batch_stats = apply_model(self.model, params, batch_stats, images, train=True, return_intermediates=True)
-      embeddings, sources = out["embeddings"], out["feature_maps"]
+      embeddings, sources = out["embeddings"], out[self.source_kind]
     else:
       embeddings, new_batch_stats = apply_model(self.model, params, batch_stats, images, train=True)
       sources = images
@@ -338,11 +359,9 @@ class Metrix:
                      + (1.0 - mix_lambda) * proxy_inner[:, slots.second][:, :, None, :])
         similarity = numerator / norm[None]
       else:
-        mixed = _gather_mix(sources, first, slots.second, mix_lambda)
-        mixed_emb, new_batch_stats = self._mixed_embeddings(
-            params, new_batch_stats, mixed.reshape((-1,) + sources.shape[1:]),
-            from_feature_maps=options.space == "feature")
-        similarity = proxies @ distances.l2_normalize(mixed_emb).astype(jnp.float32).T
+        mixed_emb, new_batch_stats = self._mixed_embeddings(params, new_batch_stats, sources, first, slots.second,
+                                                            mix_lambda)
+        similarity = jnp.einsum("cd,rktd->crkt", proxies, mixed_emb)
       similarity = similarity.reshape(proxies.shape[0], -1)
       class_labels = labels_lib.pair_labels(jnp.arange(proxies.shape[0], dtype=labels.dtype), labels)
       first_flat = jnp.broadcast_to(first[:, :, None], slots.valid.shape).reshape(-1)
@@ -353,12 +372,8 @@ class Metrix:
       if options.space == "embed":
         similarity = mixed_cosine_from_gram(unit @ unit.T, first, slots.second, mix_lambda)  # [B, K', T]
       else:
-        mixed = _gather_mix(sources, first, slots.second, mix_lambda)
-        mixed_emb, new_batch_stats = self._mixed_embeddings(
-            params, new_batch_stats, mixed.reshape((-1,) + sources.shape[1:]),
-            from_feature_maps=options.space == "feature")
-        mixed_emb = distances.l2_normalize(mixed_emb).astype(jnp.float32).reshape(first.shape + slots.second.shape[1:]
-                                                                                  + (-1,))
+        mixed_emb, new_batch_stats = self._mixed_embeddings(params, new_batch_stats, sources, first, slots.second,
+                                                            mix_lambda)
         similarity = jnp.einsum("rd,rktd->rkt", unit, mixed_emb)
       # Repeated slots (first_positive_only) share the similarity of slot 0: the code's multiplicity, exactly.
       similarity = jnp.broadcast_to(similarity, slots.valid.shape).reshape(labels.shape[0], -1)
@@ -386,7 +401,7 @@ class Metrix:
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(self.loss, has_aux=True)(
         state.params, state.batch_stats, batch, rng)
     state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
 
 __all__ = ["BRANCHES", "SPACES", "SUPPORTED_LOSSES", "Metrix", "MetrixOptions", "MixingSlots", "active_rows",
