@@ -6,7 +6,8 @@ batch, without the prefetch thread, so the number is the pipeline's own) for eac
 threads; the test transform is timed through `eval_batches`. For comparison, `--tf` times the same train recipe as
 a tf.data pipeline (`decode_and_crop_jpeg` + bilinear resize, `num_parallel_calls` = workers, a private thread pool
 of that size), and `--grain` the same Pillow crop in grain worker processes (`mp_prefetch`). CPU milliseconds per
-image (of this process) are steadier than wall time when other processes share the machine.
+image (of this process) are steadier than wall time when other processes share the machine; "cores busy" (CPU
+seconds per wall second) shows whether the decoding threads really run in parallel.
 
     python benchmarks/input.py                                  # 500×375 and 1000×750, 1 and 2 workers
     python benchmarks/input.py --workers 1 2 4 8 --tf --grain
@@ -53,8 +54,8 @@ def write_fixtures(directory: str, num_images: int, width: int, height: int, see
   return paths
 
 
-def time_loader(split: Split, transform, batch_size: int, num_batches: int) -> tuple[float, float]:
-  """(images per wall second, CPU milliseconds per image) of `Loader.batch` over `num_batches` steps."""
+def time_loader(split: Split, transform, batch_size: int, num_batches: int) -> tuple[float, float, float]:
+  """(images per wall second, CPU milliseconds per image, CPU seconds per wall second) of `Loader.batch`."""
   sampler = RandomSampler(split.labels, batch_size, seed=0)
   loader = Loader(split, sampler, transform=transform, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=0)
   loader.batch(0)  # warm-up: starts the thread pool, touches the files
@@ -63,18 +64,18 @@ def time_loader(split: Split, transform, batch_size: int, num_batches: int) -> t
     loader.batch(step)
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   images = batch_size * num_batches
-  return images / wall, 1000 * cpu / images
+  return images / wall, 1000 * cpu / images, cpu / wall
 
 
-def time_eval(split: Split, batch_size: int) -> tuple[float, float]:
+def time_eval(split: Split, batch_size: int) -> tuple[float, float, float]:
   list(eval_batches(split, batch_size))  # warm-up
   wall, cpu = time.perf_counter(), time.process_time()
   count = sum(int(b["mask"].sum()) for b in eval_batches(split, batch_size, mean=IMAGENET_MEAN, std=IMAGENET_STD))
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  return count / wall, 1000 * cpu / count
+  return count / wall, 1000 * cpu / count, cpu / wall
 
 
-def time_tf_data(paths: list[str], workers: int, batch_size: int, num_batches: int) -> tuple[float, float]:
+def time_tf_data(paths: list[str], workers: int, batch_size: int, num_batches: int) -> tuple[float, float, float]:
   """The RandomResizedCrop recipe in tf.data (TensorFlow's fused JPEG crop-decode)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -103,7 +104,7 @@ def time_tf_data(paths: list[str], workers: int, batch_size: int, num_batches: i
     next(iterator).numpy()
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   images = batch_size * num_batches
-  return images / wall, 1000 * cpu / images
+  return images / wall, 1000 * cpu / images, cpu / wall
 
 
 class _GrainLoad:
@@ -157,8 +158,8 @@ def main() -> None:
 
   print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at start; batch {args.batch_size}, {args.num_batches} batches")  # fmt: skip
-  print("| images | recipe | workers | images/s | CPU ms/image |")
-  print("|---|---|---|---|---|")
+  print("| images | recipe | workers | images/s | CPU ms/image | cores busy |")
+  print("|---|---|---|---|---|---|")
   recipes = {
       "RandomResizedCrop 224 + flip": RandomResizedCrop(size=224),
       "DAML: 256² + random 224 + flip": ResizeRandomCrop(resize=256, size=224),
@@ -174,17 +175,19 @@ def main() -> None:
         images = ImageFiles.from_paths(paths, transform=ResizeCenterCrop(256, 224), num_workers=workers)
         split = Split(images, labels, [str(c) for c in range(16)])
         for name, transform in recipes.items():
-          rate, cpu = time_loader(split, transform, args.batch_size, args.num_batches)
-          print(f"| {label} | {name} | {workers} | {rate:.0f} | {cpu:.2f} |", flush=True)
-        rate, cpu = time_eval(split, args.batch_size)
-        print(f"| {label} | test: resize 256 + centre 224 | {workers} | {rate:.0f} | {cpu:.2f} |", flush=True)
+          rate, cpu, busy = time_loader(split, transform, args.batch_size, args.num_batches)
+          print(f"| {label} | {name} | {workers} | {rate:.0f} | {cpu:.2f} | {busy:.2f} |", flush=True)
+        rate, cpu, busy = time_eval(split, args.batch_size)
+        print(f"| {label} | test: resize 256 + centre 224 | {workers} | {rate:.0f} | {cpu:.2f} | {busy:.2f} |",
+              flush=True)  # fmt: skip
         if args.tf:
-          rate, cpu = time_tf_data(paths, workers, args.batch_size, args.num_batches)
-          print(f"| {label} | tf.data RandomResizedCrop (reference) | {workers} | {rate:.0f} | {cpu:.2f} |", flush=True)
+          rate, cpu, busy = time_tf_data(paths, workers, args.batch_size, args.num_batches)
+          name = "tf.data RandomResizedCrop (reference)"
+          print(f"| {label} | {name} | {workers} | {rate:.0f} | {cpu:.2f} | {busy:.2f} |", flush=True)
         if args.grain:
           rate, _ = time_grain(paths, workers, args.batch_size, args.num_batches)
-          print(f"| {label} | grain processes, Pillow RandomResizedCrop (reference) | {workers} | {rate:.0f} | – |",
-                flush=True)  # fmt: skip
+          name = "grain processes, Pillow RandomResizedCrop (reference)"
+          print(f"| {label} | {name} | {workers} | {rate:.0f} | – | – |", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.name = "glyphs_aml"
   config.loss = dict(name="contrastive", kwargs=dict(pos_margin=0.0, neg_margin=0.5))
   config.method = dict(name="aml", kwargs=dict(
-      alpha=1.0,                     # weight of L(Π) in the distinguishment stage
-      beta=1.0,                      # closeness regulariser of the confusion stage
-      confusion_steps=5,             # K optax ascent steps from Π = X
+      alpha=0.3,                     # weight of L(Π) in the distinguishment stage
+      beta=10.0,                     # closeness regulariser of the confusion stage
+      confusion_steps=10,            # K optax ascent steps from Π = X
       confusion_optimizer="sgd",
-      confusion_learning_rate=0.05,  # × mean squared feature norm
+      confusion_learning_rate=0.01,  # × mean squared feature norm (β = 10 needs lr ≤ ~0.02 to stay stable)
       through_confusion=False,       # True: differentiate through the K confusion steps (bilevel)
   ))
   return config

@@ -213,10 +213,10 @@ def test_loader_transforms_are_deterministic_in_seed_and_step(cub):
   np.testing.assert_array_equal(np.concatenate([s["image"] for s in shares]), whole["image"])
 
 
-def test_loader_augment_mask_gives_some_rows_the_test_transform(cub):
-  class Representatives(RandomSampler):
-    def augment_mask(self, step):
-      return np.arange(self.batch_size) < 2  # rows 0-1 augmented, the rest not
+def test_loader_gives_the_test_transform_to_the_rows_the_sampler_asks(cub):
+  class Representatives(RandomSampler):  # the hook of apfs_sampler.APFSSampler
+    def test_time_preprocessing_mask(self, step):
+      return np.arange(self.batch_size) >= 2  # rows 0-1 augmented, the rest not
 
   sampler = Representatives(cub.train.labels, 6, seed=1)
   batch = Loader(cub.train, sampler, transform=cub.train_transform).batch(0)

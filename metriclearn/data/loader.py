@@ -60,8 +60,8 @@ class Loader:
     augment: optional `augment(images, rng)`, applied after scaling to [0, 1] and before normalising.
     transform: for a file-backed split, the random per-image transform (`Dataset.train_transform`, e.g.
       `transforms.RandomResizedCrop`); None decodes with the split's test transform. If the sampler has
-      `augment_mask(step) -> bool[batch_size]`, the rows where it is False get the test transform (APFS's
-      representatives).
+      `test_time_preprocessing_mask(step) -> bool[batch_size]`, the rows where it is True get the test transform
+      (APFS's representatives, `apfs_sampler.py`).
     mean, std: optional per-channel normalisation (e.g. the ImageNet statistics).
     seed: seed of the augmentation's random numbers (folded with the step).
     prefetch: how many batches `iterate` prepares ahead.
@@ -123,12 +123,12 @@ class Loader:
     `floats` normalised `f32[b, S, S, 3]`."""
     rngs = None
     if self.transform is not None:
-      augmented = np.ones(rows[-1] + 1, dtype=bool)
-      if hasattr(self.sampler, "augment_mask"):
-        augmented = np.asarray(self.sampler.augment_mask(step), dtype=bool)
+      plain = np.zeros(rows[-1] + 1, dtype=bool)
+      if hasattr(self.sampler, "test_time_preprocessing_mask"):  # APFS: representatives are not augmented
+        plain = np.asarray(self.sampler.test_time_preprocessing_mask(step), dtype=bool)
       rngs = [
+          None if plain[row] else
           np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_TRANSFORM, step, int(row)]))
-          if augmented[row] else None
           for row in rows
       ]  # fmt: skip
     if not floats:

@@ -52,11 +52,11 @@ from metriclearn.state import TrainState, model_params
 
 # Method hyper-parameters (`config.method.kwargs`) and their defaults.
 DEFAULTS = {
-    "alpha": 1.0,                    # weight of the adversarial loss in the distinguishment stage
-    "beta": 1.0,                     # weight of the closeness regulariser in the confusion stage
-    "confusion_steps": 5,            # K
+    "alpha": 0.3,                    # weight of the adversarial loss in the distinguishment stage
+    "beta": 10.0,                    # weight of the closeness regulariser in the confusion stage
+    "confusion_steps": 10,           # K
     "confusion_optimizer": "sgd",    # "sgd" or "adam" (fresh state per batch)
-    "confusion_learning_rate": 0.05, # in units of the batch's mean squared feature norm (module docstring)
+    "confusion_learning_rate": 0.01, # in units of the batch's mean squared feature norm (module docstring)
     "through_confusion": False,      # differentiate through the K confusion steps (bilevel)
 }
 CONFUSION_OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}

@@ -12,12 +12,21 @@ from typing import Any
 import jax.numpy as jnp
 
 from metriclearn import registry
+from metriclearn.models.bninception import BNInception
 from metriclearn.models.embedder import POOLINGS, Embedder, EmbeddingHead, pool
+from metriclearn.models.googlenet import GoogLeNet
+from metriclearn.models.resnet import ResNet, ResNet18, ResNet34, ResNet50
 from metriclearn.models.small import MLP, SmallCNN
 
 MODELS: dict[str, type] = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
+    # ImageNet backbones in the torchvision / Cadene layouts; pretrained weights: `metriclearn.models.weights`.
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "bninception": BNInception,
+    "googlenet": GoogLeNet,
 }
 
 
@@ -55,4 +64,5 @@ def create_model(name: str, *, embedding_dim: int = 128, pooling: str = "gap", f
                   normalize=normalize, dtype=dtype)
 
 
-__all__ = ["MODELS", "POOLINGS", "Embedder", "EmbeddingHead", "MLP", "SmallCNN", "create_model", "pool"]
+__all__ = ["MODELS", "POOLINGS", "BNInception", "Embedder", "EmbeddingHead", "GoogLeNet", "MLP", "ResNet", "ResNet18",
+           "ResNet34", "ResNet50", "SmallCNN", "create_model", "pool"]
