@@ -18,6 +18,11 @@ The model of the authors' released MATLAB code (`functioncs/AML_Core`, `papers/a
   `through_confusion=False` the pairs are frozen (alternating updates); with True the gradient goes through the K
   unrolled confusion steps (bilevel), and for large K it equals the gradient of J above.
 
+Departure: the explicit Π and its confusion objective are our reconstruction (aml.md c.3, tagged [I]); the
+  released code has only the closed form. At the closed-form Π both readings of the dissimilar term reproduce J.
+Not implemented: the released minibatch variant (`aml_bi_level_sgd.m`, aml.md d), whose best-iterate selection is
+  label-scrambled; `fit_minmax` is the optax path.
+
 Everything here is meant to run in float64: `fit` and `fit_minmax`/`fit_backtracking` enter `jax.enable_x64(True)`
 themselves (the rest of the library stays float32); call the pure functions inside that context for float64.
 Square roots and inverses use Cholesky factors and linear solves, never `eigh` under autodiff (its derivative is

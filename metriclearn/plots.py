@@ -25,12 +25,12 @@ def plot_loss(steps: Sequence[int], values: Sequence[float], path: str) -> None:
 
 
 def plot_recall(steps: Sequence[int], recalls: dict[str, Sequence[float]], path: str) -> None:
-  """Each `recall@K` (and MAP@R if given) of the test split against the step."""
+  """Each `recall@K` (and MAP@R if given) of the evaluated split (`test/…` or `val/…`) against the step."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, values in recalls.items():
     ax.plot(steps, values, marker="o", lw=1.2, label=name)
   ax.set_xlabel("step")
-  ax.set_ylabel("test retrieval")
+  ax.set_ylabel("retrieval")
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
   ax.legend()

@@ -98,18 +98,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # Embeddings and their evaluation.
 
 
-def embed_split(embed_fn, split: data.Split, batch_size: int, sharding: NamedSharding) -> np.ndarray:
+def embed_split(embed_fn, split: data.Split, batch_size: int, sharding: NamedSharding, *, mean=None,
+                std=None) -> np.ndarray:
   """`f32[N, D]` embeddings of a whole split, in order, with fixed-size batches (one compilation)."""
   chunks = []
-  for batch in loader_lib.eval_batches(split, batch_size):
+  for batch in loader_lib.eval_batches(split, batch_size, mean=mean, std=std):
     images = jax.device_put(batch["image"], sharding)
     chunks.append(np.asarray(embed_fn(images))[batch["mask"]])
   return np.concatenate(chunks).astype(np.float32)
 
 
-def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, eval_config, *, clustering: bool) -> dict:
-  """Retrieval metrics (and NMI / F1 when `clustering`) of the test split against itself."""
-  results = evaluate.retrieval_metrics(embeddings, labels, ks=tuple(eval_config.ks), metric=eval_config.metric)
+def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, eval_config, *, clustering: bool,
+                        gallery: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+  """Retrieval metrics of the split against itself, or against `gallery` = (embeddings, labels) (In-Shop); and
+  NMI / F1 of the split when `clustering`."""
+  gallery_emb, gallery_labels = gallery if gallery is not None else (None, None)
+  results = evaluate.retrieval_metrics(embeddings, labels, gallery_emb, gallery_labels, ks=tuple(eval_config.ks),
+                                       metric=eval_config.metric)
   if clustering:
     results.update(evaluate.clustering_metrics(embeddings, labels, seed=0))
   return results
@@ -170,14 +175,15 @@ def format_table(rows: dict[str, dict], ks) -> str:
 
 def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray) -> None:
   train_records = [r for r in log.records if "loss" in r]
-  eval_records = [r for r in log.records if "test/map@r" in r]
+  prefix = "val/" if any("val/map@r" in r for r in log.records) else "test/"  # the split selected on
+  eval_records = [r for r in log.records if f"{prefix}map@r" in r]
   if train_records:
     plots.plot_loss([r["step"] for r in train_records], [r["loss"] for r in train_records],
                     os.path.join(workdir, "loss.png"))
   if eval_records:
-    names = [k for k in eval_records[0] if k.startswith("test/recall@") or k == "test/map@r"]
+    names = [k for k in eval_records[0] if k.startswith(f"{prefix}recall@") or k == f"{prefix}map@r"]
     plots.plot_recall([r["step"] for r in eval_records],
-                      {n.removeprefix("test/"): [r[n] for r in eval_records] for n in names},
+                      {n: [r[n] for r in eval_records] for n in names},
                       os.path.join(workdir, "recall.png"))
   plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"))
 
@@ -234,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
                                     **dict(config.sampler.get("kwargs", {})))
-  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed)
+  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
+                                   mean=dataset.mean, std=dataset.std)
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   sample_images = jnp.asarray(train_loader.batch(0)["image"][:2])
@@ -263,7 +270,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def embed(state_or_params, split):
     params, batch_stats = state_or_params
-    return embed_split(lambda images: embed_fn(params, batch_stats, images), split, config.eval.batch_size, sharded)
+    return embed_split(lambda images: embed_fn(params, batch_stats, images), split, config.eval.batch_size, sharded,
+                       mean=dataset.mean, std=dataset.std)
+
+  def evaluate_split(state_or_params, name, *, clustering):
+    """(metrics, query embeddings) of split `name` ("val" or "test"); In-Shop's test ranks its queries against
+    its gallery."""
+    if name == "test" and dataset.query is not None:
+      queries, gallery = embed(state_or_params, dataset.query), embed(state_or_params, dataset.gallery)
+      return evaluate_embeddings(queries, dataset.query.labels, config.eval, clustering=False,
+                                 gallery=(gallery, dataset.gallery.labels)), queries
+    split = dataset[name]
+    embeddings = embed(state_or_params, split)
+    return evaluate_embeddings(embeddings, split.labels, config.eval, clustering=clustering), embeddings
+
+  # Fair protocol (Musgrave et al. 2020) when the dataset has a val split: select on val MAP@R, test once.
+  select_on = "val" if dataset.val is not None else "test"
+  best = checkpoint.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1) if select_on == "val" else None
 
   context = StepContext(config=config, train_split=train_split,
                         embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
@@ -294,14 +317,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       progress.set_postfix(loss=f"{last_loss:.4f}")
       writer.write_scalars(step, scalars)
       log.write({"step": step, **scalars})
-    if step % config.eval_every == 0 and step != config.num_steps:
-      test_embeddings = embed((state.params, state.batch_stats), test_split)
-      results = evaluate_embeddings(test_embeddings, test_split.labels, config.eval, clustering=False)
+    at_end = step == config.num_steps  # under the paper protocol the final evaluation below covers the last step
+    if (step % config.eval_every == 0 and not at_end) or (at_end and best is not None):
+      results, embeddings = evaluate_split((state.params, state.batch_stats), select_on, clustering=False)
       if config.eval.utilization:
-        results["utilization"] = evaluate.utilization(test_embeddings,
-                                                      embed((state.params, state.batch_stats), train_split))
-      writer.write_scalars(step, {f"test/{k}": v for k, v in results.items()})
-      log.write({"step": step, **{f"test/{k}": v for k, v in results.items()}})
+        results["utilization"] = evaluate.utilization(embeddings, embed((state.params, state.batch_stats), train_split))
+      writer.write_scalars(step, {f"{select_on}/{k}": v for k, v in results.items()})
+      log.write({"step": step, **{f"{select_on}/{k}": v for k, v in results.items()}})
+      if best is not None:
+        previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r]
+        if not previous or results["map@r"] > max(previous):
+          best.save(step, state)
       progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       checkpointer.save(step, state)
@@ -310,25 +336,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer.close()
 
   # Final evaluation of the trained embedding, next to the untrained network and raw pixels.
-  test_embeddings = embed((state.params, state.batch_stats), test_split)
-  trained = evaluate_embeddings(test_embeddings, test_split.labels, config.eval, clustering=config.eval.clustering)
+  protocol = {"protocol": "paper (final step)"}
+  if best is not None:
+    selected_step = best.latest_step()
+    state = best.restore(selected_step, state)
+    best.close()
+    selected = [r for r in log.records if r["step"] == selected_step and "val/map@r" in r][-1]
+    protocol = {"protocol": "fair (selected on val map@r)", "selected_step": selected_step,
+                "val_fold": config.dataset.kwargs.get("val_fold"),
+                "num_folds": config.dataset.kwargs.get("num_folds", 4),
+                **{k: v for k, v in selected.items() if k.startswith("val/")}}
+  trained, test_embeddings = evaluate_split((state.params, state.batch_stats), "test",
+                                            clustering=config.eval.clustering)
   if config.eval.utilization:
     trained["utilization"] = evaluate.utilization(test_embeddings, embed((state.params, state.batch_stats), train_split))
   rows = {"trained": trained}
   if config.eval.baselines:
     untrained_state = create_state(config, method, tx, sample_images, init_rng)
-    rows["untrained"] = evaluate_embeddings(embed((untrained_state.params, untrained_state.batch_stats), test_split),
-                                            test_split.labels, config.eval, clustering=config.eval.clustering)
-    pixels = loader_lib.to_float(test_split.images).reshape(len(test_split), -1)
-    rows["raw_pixels"] = evaluate_embeddings(pixels, test_split.labels, config.eval,
-                                             clustering=config.eval.clustering)
+    rows["untrained"], _ = evaluate_split((untrained_state.params, untrained_state.batch_stats), "test",
+                                          clustering=config.eval.clustering)
+    if test_split.in_memory:  # file-backed photos: 150,528 dims per image, not a meaningful baseline
+      pixels = loader_lib.to_float(test_split.images).reshape(len(test_split), -1)
+      rows["raw_pixels"] = evaluate_embeddings(pixels, test_split.labels, config.eval,
+                                               clustering=config.eval.clustering)
   writer.write_scalars(config.num_steps, {f"test/{k}": v for k, v in trained.items()})
   log.write({"step": config.num_steps, **{f"test/{k}": v for k, v in trained.items()}})
   writer.close()
   if config.eval.plots and jax.process_index() == 0:
-    _write_plots(workdir, log, test_embeddings, test_split.labels)
+    _write_plots(workdir, log, test_embeddings, (test_split if dataset.query is None else dataset.query).labels)
 
-  results = {**trained, **{name: row for name, row in rows.items() if name != "trained"},
+  results = {**trained, **protocol, **{name: row for name, row in rows.items() if name != "trained"},
              "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),
              "num_steps": int(config.num_steps), "config_name": config.name,
              "wall_time_s": round(time.time() - start_time, 2)}

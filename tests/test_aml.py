@@ -258,12 +258,13 @@ def test_confusion_ascends_its_objective():
   assert float(method.pair_loss(head(adversarial), y, valid)) > float(method.pair_loss(out["embeddings"], y, valid))
 
 
-def test_zero_confusion_steps_is_the_pair_loss_times_one_plus_alpha():
-  method, model, state, _, batch = _deep_setup(confusion_steps=0, alpha=0.5)
+@pytest.mark.parametrize("loss_name", ["contrastive", "multi_similarity"])
+def test_zero_confusion_steps_is_the_pair_loss_times_one_plus_alpha(loss_name):
+  method, model, state, _, batch = _deep_setup(confusion_steps=0, alpha=0.5, loss_name=loss_name)
   total, (_, metrics) = method.loss(state.params, state.batch_stats, batch)
   embeddings, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=True,
                               mutable=["batch_stats"])
-  reference = losses.contrastive(embeddings, batch["label"])
+  reference = losses.LOSSES[loss_name](embeddings, batch["label"])
   np.testing.assert_allclose(float(metrics["clean_loss"]), float(reference), rtol=1e-5)
   np.testing.assert_allclose(float(total), 1.5 * float(reference), rtol=1e-5)
 

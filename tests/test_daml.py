@@ -252,9 +252,11 @@ def test_code_preset_triplet_equals_released_code_formulas(phase):
                                        params["metric_head"])
   h, _ = method.model.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
                             mutable=["batch_stats"])
-  ours, _ = method.objective(params, batch_stats, batch, phase)
+  ours, (_, terms) = method.objective(params, batch_stats, batch, phase)
   expected = _code_formulas(h, params["generator"], params["metric_head"], phase)
   np.testing.assert_allclose(float(ours), expected, rtol=1e-5)
+  if phase == "joint":  # both hinges are active in this batch, so the comparison covers them
+    assert float(terms["j_adv"]) > 0 and float(terms["j_m"]) > 0
 
 
 @pytest.mark.parametrize("loss", sorted(daml.LAYOUTS))

@@ -271,10 +271,11 @@ def test_anchor_negative_at_lambda_one_has_no_nan(space, first_positive_only):
 # Feature space on a CNN: one backbone pass + mixed maps equals the official second pass.
 
 
-@pytest.mark.parametrize("freeze_bn", [True, False])
-def test_feature_mixing_equals_separate_forward_of_the_mixed_maps(freeze_bn):
+# pool_before_mixing: False mixes the maps; None mixes the GAP-pooled features (exact since GAP is linear).
+@pytest.mark.parametrize("freeze_bn,pool_before_mixing", [(True, False), (False, None)])
+def test_feature_mixing_equals_separate_forward_of_the_mixed_maps(freeze_bn, pool_before_mixing):
   model = models.create_model("small_cnn", embedding_dim=8, freeze_bn=freeze_bn, widths=(4, 8))
-  config = make_config("feature", first_positive_only=True)
+  config = make_config("feature", first_positive_only=True, pool_before_mixing=pool_before_mixing)
   method = Metrix(config, model, 6)
   images = jax.random.normal(jax.random.key(7), (len(LABELS), 12, 12, 1))
   params, batch_stats, _ = method.init(jax.random.key(8), images[:2])
@@ -355,6 +356,9 @@ def test_options_are_validated():
     Metrix(make_config(loss="triplet"), model, 6)
   with pytest.raises(ValueError, match="negatives_per_anchor"):
     Metrix(make_config(negatives_per_anchor=0), model, 6)
+  max_pooled = models.create_model("mlp", embedding_dim=DIM, hidden_dims=(), batchnorm=False, pooling="gap+gmp")
+  with pytest.raises(ValueError, match="pool_before_mixing"):
+    Metrix(make_config("feature", pool_before_mixing=True), max_pooled, 6)
   config = make_config()
   config.sampler = dict(name="m_per_class", kwargs=dict(m=5))
   assert Metrix(config, model, 6).max_positives == 4

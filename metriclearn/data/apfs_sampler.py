@@ -24,10 +24,10 @@ checkpoint holds it).
 
 Test-time preprocessing of representatives [L] (`preprocess_representative=False` there):
 `test_time_preprocessing_mask(step)` is `bool[B]`, True on the representative slots unless
-`augment_representatives`. The glyphs data have no train augmentation, so there it is a no-op; a loader with
-augmentation honours it by applying its test-time transform (resize + centre crop) instead of the random one to the
-rows where the mask is True (`Loader.batch` would call `sampler.test_time_preprocessing_mask(step)` when the sampler
-has it).
+`augment_representatives`. `data.Loader` honours it for file-backed splits with a `transform` (the photo
+benchmarks): the rows where it is True are decoded with the test transform (resize + centre crop) instead of the random
+crop and flip. The in-memory glyphs have no train augmentation, so there it changes nothing (a batch-level `augment`
+of an in-memory split does not read the mask).
 
 Hand-over of a plan between threads: the loader computes batches in a prefetch thread, ahead of the training loop.
 `batch_indices(step)` for a hard stage waits (bounded by `plan_wait_timeout_s`) until the plan of its stage has been

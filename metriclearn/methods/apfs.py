@@ -349,8 +349,10 @@ class APFS:
     """`i32[C, P−1]`: the representatives of `stage` embedded in inference mode (one batched pass), then each
     class's P−1 nearest classes."""
     representatives = self.sampler.representatives(stage)
-    split = data.Split(images=train_split.images[representatives], labels=train_split.labels[representatives],
-                       class_names=train_split.class_names)
+    # A file-backed split (photos) stays lazy: its view is decoded batch by batch with the test transform.
+    images = (train_split.images[representatives] if train_split.in_memory
+              else train_split.images.take(representatives))
+    split = data.Split(images=images, labels=train_split.labels[representatives], class_names=train_split.class_names)
     embeddings = embed(state.params, state.batch_stats, split)
     return mine_class_neighbors(np.asarray(embeddings), self.classes_per_batch - 1)
 
