@@ -37,6 +37,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = _baseline_config("smoke" if "smoke" in parts else None)
   space = spaces[0] if spaces else DEFAULT_SPACE
   config.name = f"glyphs_metrix_{space}"
-  config.method = dict(name="metrix", kwargs=dict(space=space, mixup_weight=0.4, beta_alpha=2.0, branches="coin"))
+  # Every option is present (None-valued ones as typed placeholders), so each can be set with
+  # --config.method.kwargs.<key>=...; the values are MetrixOptions' defaults (the official code's).
+  placeholder = ml_collections.config_dict.placeholder
+  config.method = dict(name="metrix", kwargs=dict(
+      space=space, mixup_weight=0.4, beta_alpha=2.0, branches="coin", positive_negative_probability=0.5,
+      fallback_to_other_branch=True, first_positive_only=placeholder(bool), max_positives=placeholder(int),
+      negatives_per_anchor="1" if space == "input" else "all", pool_before_mixing=placeholder(bool)))
   config.eval.utilization = True
   return config

@@ -295,9 +295,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        disable=jax.process_index() > 0)
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
   for step in range(start_step + 1, config.num_steps + 1):
-    batch = next(batches)
+    # The host update comes first: it may hand the sampler what the next batches depend on (APFS's mined classes,
+    # restored from the checkpoint on resume), and the loader builds batches ahead in its thread.
     if hasattr(method, "host_update"):
       state = method.host_update(step - 1, state, context)
+    batch = next(batches)
     state, metrics = train_step(state, jax.device_put(batch, sharded), phase_of(step - 1))
     # Blocking on the loss every step costs little here and is what lets a NaN name its step (and keeps simulated
     # multi-device CPU runs from queueing collectives; ENVIRONMENT.md).

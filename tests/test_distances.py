@@ -69,7 +69,7 @@ def test_squared_distances_are_non_negative():
 # Distance zero: exact, with a zero gradient, under jit and grad.
 
 
-@pytest.mark.parametrize("size", [6, 25, 26, 100, 600])
+@pytest.mark.parametrize("size", [6, 26, 600])  # 26: past torch.cdist's exact range; 600: a large batch
 def test_identical_rows_are_exactly_zero_under_jit_and_grad(size):
   x = _rows(size, size, 32, scale=3.0)
   for source, target in [(0, size - 1), (1, size - 2), (1, size - 3)]:  # a pair and a triple of identical rows
@@ -90,8 +90,12 @@ def test_identical_rows_are_exactly_zero_under_jit_and_grad(size):
   assert np.all(np.asarray(grad) == 0.0)  # the gradient of d(x, x) is 0, not NaN
 
   # The gradient of the whole matrix is finite, and so are those of the squared distances and cosines.
-  for fn in (distances.pairwise_euclidean, distances.pairwise_squared_euclidean, distances.cosine_similarity):
-    grad = jax.jit(jax.grad(lambda x, fn=fn: jnp.sum(fn(x) * jnp.arange(size)[:, None])))(jnp.asarray(x))
+  def whole_matrices(x):
+    weights = jnp.arange(size, dtype=jnp.float32)[:, None]
+    fns = (distances.pairwise_euclidean, distances.pairwise_squared_euclidean, distances.cosine_similarity)
+    return [jnp.sum(fn(x) * weights) for fn in fns]
+
+  for grad in jax.jit(jax.jacrev(whole_matrices))(jnp.asarray(x)):
     assert np.all(np.isfinite(np.asarray(grad)))
 
 

@@ -103,7 +103,7 @@ class APFSSampler:
 
   def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, *, m: int = 4,
                representative_lifetime: int = 1, class_selection: str = "random",
-               augment_representatives: bool = False, plan_wait_timeout_s: float = 3600.0):
+               augment_representatives: bool = False, plan_wait_timeout_s: float = 1800.0):
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
       raise ValueError(f"labels must be a 1-D integer array, got shape {labels.shape} and dtype {labels.dtype}")

@@ -40,6 +40,10 @@ training program reads before calling `host_update`) can build the first batch o
 that has not been taken. Stage 0 is never mined (its representatives would be embedded by the untrained network).
 Departure: BatchNorm scale/shift are left out of the proximal term (as the framework's weight decay leaves out BN
 variables; [F]'s `DistanceRegularizer` left out only proxies): `proximal_include_batchnorm=True` restores that.
+Note: a run resumed in the middle of a mined stage hands the restored plan to the sampler in `host_update` of its
+first step, so the training loop must call `host_update(step)` before it takes the batch of `step` from the loader;
+otherwise the loader raises a TimeoutError after `plan_wait_timeout_s`. Fresh runs and `class_selection="random"` work
+with either order.
 Note: [L]'s multi-similarity forces samples as anchors; here `anchors` applies to every loss.
 """
 
@@ -89,7 +93,8 @@ class APFSOptions:
     proximal_exclude: regular expression (matched at the start of paths like `head/out/kernel`) of further
       parameters without the proximal term ("" = none).
     augment_representatives: representatives get the train augmentation (False: test-time preprocessing, [L]).
-    plan_wait_timeout_s: how long the loader waits for a stage's class plan before raising.
+    plan_wait_timeout_s: how long the loader's thread waits for a stage's class plan before raising; the wait can
+      span the steps, evaluations and checkpoints the training loop runs meanwhile.
   """
 
   representative_lifetime: int | None = None
@@ -101,7 +106,7 @@ class APFSOptions:
   proximal_include_batchnorm: bool = False
   proximal_exclude: str = ""
   augment_representatives: bool = False
-  plan_wait_timeout_s: float = 3600.0
+  plan_wait_timeout_s: float = 1800.0
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ class MetrixOptions:
     max_positives: positive slots per anchor K. None: M−1 with the m-per-class sampler, else batch_size−1. Positives
       beyond K (batch order) are not mixed.
     negatives_per_anchor: None (the space's default: "all" for "embed"/"feature", 1 for "input"), "all", or T > 0 to
-      mix only the T hardest negatives of each anchor (smallest clean distance; the input code's top_k = 1).
+      mix only the T hardest negatives of each anchor (smallest clean distance; the input code's top_k = 1). A
+      decimal string ("8") counts as T, so a config can keep this a string field overridable on the command line.
     pool_before_mixing: "feature" space: mix the pooled features instead of the maps. Exact for the linear "gap"
       pooling (GAP(λh + (1−λ)h') = λGAP(h) + (1−λ)GAP(h')) and h·w times cheaper; None: whenever the pooling is
       "gap". GMP and GAP+GMP (the paper's ResNet) always mix the maps.
@@ -259,6 +260,8 @@ class Metrix:
     negatives = options.negatives_per_anchor
     if negatives is None:
       negatives = 1 if options.space == "input" else "all"
+    if isinstance(negatives, str) and negatives.isdigit():
+      negatives = int(negatives)
     if negatives != "all" and not (isinstance(negatives, int) and negatives > 0):
       raise ValueError(f"negatives_per_anchor must be None, 'all' or a positive integer, got {negatives!r}")
     self.negatives_per_anchor = None if negatives == "all" else int(negatives)
