@@ -32,6 +32,7 @@ NaN at M = I, where every eigenvalue is equal; aml.md h).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -328,8 +329,9 @@ def fit_backtracking(similar_scatter, dissimilar_scatter, num_pairs: int, *, alp
     a = jnp.asarray(similar_scatter, jnp.float64)
     b = jnp.asarray(dissimilar_scatter, jnp.float64)
     kwargs = dict(alpha=alpha, beta=beta, dissimilar_term=dissimilar_term)
-    value_fn = jax.jit(lambda m: objective(m, a, b, num_pairs, **kwargs))
-    grad_fn = jax.jit(lambda m: _symmetrize(jax.grad(objective)(m, a, b, num_pairs, **kwargs)))
+    value_fn = functools.partial(jax.jit(lambda m, a, b: objective(m, a, b, num_pairs, **kwargs)), a=a, b=b)
+    grad_fn = functools.partial(
+        jax.jit(lambda m, a, b: _symmetrize(jax.grad(objective)(m, a, b, num_pairs, **kwargs))), a=a, b=b)
     is_pd = lambda m: bool(np.all(np.linalg.eigvalsh(np.asarray(m)) > 0))
     metric = jnp.eye(a.shape[0], dtype=jnp.float64) if metric_init is None else jnp.asarray(metric_init, jnp.float64)
     best_metric, best_value, previous, iterations, accepted_steps = metric, np.inf, None, 0, 0
@@ -391,21 +393,26 @@ def fit_minmax(pairs, y, *, alpha: float = 10.0, beta: float = 1.0, dissimilar_t
                                                                                                jnp.float64)
     kwargs = dict(alpha=alpha, beta=beta, dissimilar_term=dissimilar_term)
 
-    def loss_fn(params):
+    # Pairs and labels are arguments of the jitted scan, not closed-over constants: XLA would constant-fold the
+    # products of large constant arrays at compile time (seconds per product at N = 5000).
+    def loss_fn(params, pairs, y):
       m = metric_from_params(params)
       adversarial = confuse(m, pairs, y, beta=beta, steps=confusion_steps, optimizer=confusion_optimizer)
       if not through_confusion:
         adversarial = jax.lax.stop_gradient(adversarial)
       return minmax_objective(m, adversarial, pairs, y, num_pairs=num_pairs, **kwargs)
 
-    def step(carry, _):
-      params, opt_state = carry
-      value, grads = jax.value_and_grad(loss_fn)(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), value
+    @jax.jit
+    def run(params, pairs, y):
+      def step(carry, _):
+        params, opt_state = carry
+        value, grads = jax.value_and_grad(loss_fn)(params, pairs, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
 
-    params = cholesky_params(metric)
-    (params, _), history = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), length=steps))(params)
+      return jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
+
+    (params, _), history = run(cholesky_params(metric), pairs, y)
     metric = metric_from_params(params)
     a, b = pair_scatter(pairs[:, 0] - pairs[:, 1], y)
     final = float(objective(metric, a, b, num_pairs, **kwargs))

@@ -167,6 +167,21 @@ def test_ties_go_to_the_lower_gallery_index():
   assert second_relevant["precision@1"] == 0.0
 
 
+@pytest.mark.parametrize("self_retrieval", [True, False])
+def test_many_exact_ties_match_stable_argsort(self_retrieval):
+  # Only 3 distinct integer vectors (exact float32 distances), so most neighbours tie and a query often has more
+  # than k + 1 duplicates before its own index: the ranking must still follow index order, with only the query's
+  # own row excluded.
+  rng = np.random.default_rng(13)
+  distinct = np.array([[1, 0, 2, 0], [0, 3, 0, 1], [2, 2, 1, 1]], np.float32)
+  emb = distinct[rng.integers(0, 3, 90)]
+  labels = rng.integers(0, 12, 90)
+  args = (emb, labels) if self_retrieval else (emb[:30], labels[:30], emb[30:], labels[30:])
+  expected = reference_retrieval(*args, ks=(1, 2, 5), metric="euclidean")
+  actual = evaluate.retrieval_metrics(*args, ks=(1, 2, 5), metric="euclidean", chunk_size=16)
+  assert_metrics_close(actual, expected)
+
+
 def test_queries_without_relevant_items_are_left_out():
   rng = np.random.default_rng(4)
   emb = rng.standard_normal((60, 4)).astype(np.float32)
@@ -184,7 +199,7 @@ def test_chunk_size_invariance_and_one_compilation():
   rng = np.random.default_rng(5)
   labels = labels_with("sop_like", 203, rng)
   emb = jnp.asarray(rng.standard_normal((203, 16)), jnp.float32)
-  results = [evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=c) for c in (1, 7, 50, 203, 1000)]
+  results = [evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=c) for c in (3, 7, 50, 203, 1000)]
   for result in results[1:]:
     assert result == pytest.approx(results[0], abs=1e-12)
   before = evaluate._retrieval_chunk._cache_size()

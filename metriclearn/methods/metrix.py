@@ -7,7 +7,7 @@ of that anchor's loss. The total is L = L_clean + w·L_mix (c.3, c.6), each part
 clean, and gradients flow through the anchors, both mixed sources and the clean loss (no stop-gradient; (h)).
 
 Which pairs are mixed (c.5, as the official code). One λ ~ Beta(α, α) and one fair coin per step, both from
-`fold_in(state.rng, step)`. Heads: the positive–negative branch, for every anchor a with a positive in the batch,
+`fold_in(state.rng, step)`. Branches: the positive–negative branch, for every anchor a with a positive in the batch,
 mixes mix_λ(p, n) for positives p and negatives n of a; the anchor–negative branch, for anchors without a positive,
 mixes mix_λ(a, n). `branches="coin"` runs one branch per step (probability `positive_negative_probability` for the
 first), `"both"` runs both every step (they act on disjoint anchors).
@@ -36,9 +36,10 @@ examples: use `negatives_per_anchor` there); `input` adds B·K'·T images and th
 Departure: with m-per-class batches the anchor–negative branch is empty (no anchor lacks a positive); the released
 code would crash there. By default (`fallback_to_other_branch=True`) an empty branch hands the step to the other one;
 with False the step's mixed loss is 0.
-Departure: the official embed/feature code mixes only the *first* positive of each anchor, repeated once per positive
-of the anchor (c.5); this is reproduced exactly (multiplicity included) by `first_positive_only=True`, the default in
-`embed` and `feature` space; `input` uses every positive, as its code does (the flag is configurable either way).
+Departure (from the paper's M(a), kept from the code that produced its numbers): the official embed/feature code
+mixes only the *first* positive of each anchor, repeated once per positive of the anchor (c.5). `first_positive_only`
+reproduces it exactly (multiplicity included) and is the default in `embed` and `feature` space; `input` uses every
+positive, as its code does. Configurable either way.
 Departure: `feature` reuses the clean backbone pass instead of running the backbone again. The reference code
 forwards the same whole batch twice, so the maps, the batch statistics and the gradients are the same (exact with
 frozen BN, and in training mode too, since both passes normalise with the same batch's statistics); only the BN
@@ -54,7 +55,7 @@ n, one column each, labelled mix_λ(1[y=c], 1[y'=c]) for proxy c.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax

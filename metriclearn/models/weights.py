@@ -165,7 +165,8 @@ def from_state_dict(state_dict: Mapping[str, Any], params: Any, batch_stats: Any
                      f". Is it the right architecture?{wanted}")
   trees = {"params": {}, "batch_stats": {}}
   for key, (collection, path, leaf) in expected.items():
-    trees[collection][path] = jnp.asarray(_to_flax_layout(path[-1], np.asarray(given[key])), dtype=leaf.dtype)
+    # A copy: the arrays may share memory with tensors that their owner still updates in place.
+    trees[collection][path] = jnp.array(_to_flax_layout(path[-1], np.asarray(given[key])), dtype=leaf.dtype)
   return traverse_util.unflatten_dict(trees["params"]), traverse_util.unflatten_dict(trees["batch_stats"])
 
 
