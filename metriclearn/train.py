@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -292,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
   last_loss = float("nan")
   progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                       disable=jax.process_index() > 0)
+                       disable=jax.process_index() > 0,
+                       mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
   for step in range(start_step + 1, config.num_steps + 1):
     # The host update comes first: it may hand the sampler what the next batches depend on (APFS's mined classes,
