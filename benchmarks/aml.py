@@ -3,7 +3,7 @@
 Both steps are the jitted `train_step` that the training program runs, on the small CNN of `configs/glyphs.py`
 (batch 128 = 32 classes × 4 random 32×32 images) with the contrastive loss of `configs/glyphs_aml.py`. Time per
 step after compilation (one warm-up step), median over `--steps` steps, blocking on each step's loss as the training
-loop does. AML variants: the recipe's settings, K = 0 (no confusion, adversarial pass only), and the bilevel step
+loop does; the variants take turns step by step, so that a shared machine's load falls on all of them alike. AML variants: the recipe's settings, K = 0 (no confusion, adversarial pass only), and the bilevel step
 (`through_confusion=True`).
 
     python benchmarks/aml.py                # 30 steps each
@@ -38,8 +38,12 @@ def load_config(name: str):
   return module.get_config(None)
 
 
-def time_step(config, steps: int) -> tuple[float, float]:
-  """(median, compile) seconds of the configured method's jitted step."""
+def build_step(config):
+  """The configured method's jitted step, its initial state and a batch; compiled by one warm-up call.
+
+  Returns:
+    `(run, compile_seconds)`: `run()` takes one step (blocking on its loss) and returns its seconds.
+  """
   model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
                               pooling=config.model.pooling, **dict(config.model.kwargs))
   method = methods.create_method(config, model, num_classes=100)
@@ -47,20 +51,18 @@ def time_step(config, steps: int) -> tuple[float, float]:
   batch = {"image": images, "label": jnp.repeat(jnp.arange(config.batch_size // 4), 4)}
   params, batch_stats, method_state = method.init(jax.random.key(1), images[:2])
   tx = optim.create_optimizer(config.optimizer, params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                     opt_state=tx.init(params), rng=jax.random.key(2), method_state=method_state)
+  holder = [TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       opt_state=tx.init(params), rng=jax.random.key(2), method_state=method_state)]
   step = jax.jit(lambda s, b: method.train_step(s, b, tx, "train"))
-  start = time.perf_counter()
-  state, metrics = step(state, batch)
-  float(metrics["loss"])
-  compile_seconds = time.perf_counter() - start
-  times = []
-  for _ in range(steps):
+
+  def run() -> float:
     start = time.perf_counter()
-    state, metrics = step(state, batch)
+    holder[0], metrics = step(holder[0], batch)
     float(metrics["loss"])
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), compile_seconds
+    return time.perf_counter() - start
+
+  compile_seconds = run()
+  return run, compile_seconds
 
 
 def main() -> None:
@@ -80,12 +82,18 @@ def main() -> None:
     variants[name] = config
   print(f"{jax.devices()[0].platform} ({jax.device_count()} device), batch {baseline.batch_size}, small CNN, "
         f"median of {args.steps} steps")
-  print(f"{'step':28s}{'ms/step':>10s}{'× baseline':>12s}{'compile s':>11s}")
-  reference = None
-  for name, config in variants.items():
-    median, compile_seconds = time_step(config, args.steps)
-    reference = reference or median
-    print(f"{name:28s}{median * 1e3:10.1f}{median / reference:12.2f}{compile_seconds:11.1f}", flush=True)
+  steps = {name: build_step(config) for name, config in variants.items()}
+  # Round-robin, one step of each variant in turn, so that load from other processes falls on all alike.
+  times = {name: [] for name in variants}
+  for _ in range(args.steps):
+    for name, (run, _) in steps.items():
+      times[name].append(run())
+  print(f"{'step':28s}{'median ms':>10s}{'min ms':>9s}{'× baseline':>12s}{'compile s':>11s}")
+  reference = statistics.median(times["baseline (contrastive)"])
+  for name, (_, compile_seconds) in steps.items():
+    median = statistics.median(times[name])
+    print(f"{name:28s}{median * 1e3:10.1f}{min(times[name]) * 1e3:9.1f}{median / reference:12.2f}"
+          f"{compile_seconds:11.1f}")
 
 
 if __name__ == "__main__":

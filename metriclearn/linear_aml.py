@@ -64,7 +64,7 @@ def _solve_spd(m: jax.Array, rhs: jax.Array) -> jax.Array:
 
 def _inverse_spd(m: jax.Array) -> jax.Array:
   """m⁻¹ for SPD m through its Cholesky factor, symmetrised. For thousands of right-hand sides (pair differences)
-  m⁻¹ then a matmul is much faster than one triangular solve on CPU (measured: 94 ms → 1.6 ms for 2000 × 13)."""
+  m⁻¹ then a matmul is faster than one triangular solve on CPU (measured: 12.6 → 0.8 ms for 5000 × 60)."""
   return _symmetrize(_solve_spd(m, jnp.eye(m.shape[0], dtype=m.dtype)))
 
 
@@ -167,21 +167,24 @@ def gmml_closed_form(similar_scatter: jax.Array, dissimilar_scatter: jax.Array) 
 # Explicit adversarial pairs: the confusion stage (aml.md c.3) and the distinguishment objective.
 
 
-def _squared_distances(metric: jax.Array, differences: jax.Array, *, inverse: bool = False) -> jax.Array:
-  """`[N]` x̂ᵀMx̂ (or x̂ᵀM⁻¹x̂) for the rows of `differences` `[N, d]`."""
-  transformed = differences @ (_inverse_spd(metric) if inverse else metric)
-  return jnp.sum(transformed * differences, axis=1)
+def _squared_distances(matrix: jax.Array, differences: jax.Array) -> jax.Array:
+  """`[N]` x̂ᵀ·matrix·x̂ for the rows of `differences` `[N, d]`."""
+  return jnp.sum((differences @ matrix) * differences, axis=1)
 
 
-def gmml_pair_losses(metric: jax.Array, differences: jax.Array, y: jax.Array, *, flip: bool = False) -> jax.Array:
-  """`[N]` per-pair GMML loss: Dist_M for similar pairs, Dist_{M⁻¹} for dissimilar ones (labels −y if `flip`)."""
+def gmml_pair_losses(metric: jax.Array, differences: jax.Array, y: jax.Array, *, flip: bool = False,
+                     metric_inverse: jax.Array | None = None) -> jax.Array:
+  """`[N]` per-pair GMML loss: Dist_M for similar pairs, Dist_{M⁻¹} for dissimilar ones (labels −y if `flip`).
+
+  `metric_inverse`: M⁻¹ if already computed (a caller evaluating many times at one M).
+  """
   similar = (y < 0) if flip else (y > 0)
-  return jnp.where(similar, _squared_distances(metric, differences),
-                   _squared_distances(metric, differences, inverse=True))
+  metric_inverse = _inverse_spd(metric) if metric_inverse is None else metric_inverse
+  return jnp.where(similar, _squared_distances(metric, differences), _squared_distances(metric_inverse, differences))
 
 
 def confusion_objective(adversarial: jax.Array, pairs: jax.Array, y: jax.Array, metric: jax.Array, *,
-                        beta: float = 1.0) -> jax.Array:
+                        beta: float = 1.0, metric_inverse: jax.Array | None = None) -> jax.Array:
   """The confusion stage of aml.md c.3, minimised over Π: Σ_i Dist_{M^{−y_i}}(π_i, π_i′) + β²[Dist_M(x_i, π_i) +
   Dist_M(x_i′, π_i′)].
 
@@ -192,10 +195,12 @@ def confusion_objective(adversarial: jax.Array, pairs: jax.Array, y: jax.Array, 
 
   Args:
     adversarial: `f[N, 2, d]` Π, rows (π_i, π_i′). pairs: `f[N, 2, d]` X. y: `[N]` ±1. metric: `f[d, d]` M.
+    metric_inverse: M⁻¹, if the caller has it (`confuse` computes it once for its K steps).
   """
   closeness = (_squared_distances(metric, adversarial[:, 0] - pairs[:, 0])
                + _squared_distances(metric, adversarial[:, 1] - pairs[:, 1]))
-  opposite = gmml_pair_losses(metric, adversarial[:, 0] - adversarial[:, 1], y, flip=True)
+  opposite = gmml_pair_losses(metric, adversarial[:, 0] - adversarial[:, 1], y, flip=True,
+                              metric_inverse=metric_inverse)
   return jnp.sum(opposite + beta**2 * closeness)
 
 
@@ -270,10 +275,12 @@ def confuse(metric: jax.Array, pairs: jax.Array, y: jax.Array, *, beta: float = 
   if optimizer is None:
     optimizer = optax.sgd(safe_confusion_learning_rate(metric, beta=beta))
   grad_fn = jax.grad(confusion_objective)
+  metric_inverse = _inverse_spd(metric)  # once for the K steps
 
   def step(_, carry):
     adversarial, opt_state = carry
-    updates, opt_state = optimizer.update(grad_fn(adversarial, pairs, y, metric, beta=beta), opt_state, adversarial)
+    gradient = grad_fn(adversarial, pairs, y, metric, beta=beta, metric_inverse=metric_inverse)
+    updates, opt_state = optimizer.update(gradient, opt_state, adversarial)
     return optax.apply_updates(adversarial, updates), opt_state
 
   adversarial, _ = jax.lax.fori_loop(0, steps, step, (pairs, optimizer.init(pairs)))

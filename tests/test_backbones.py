@@ -396,12 +396,14 @@ def test_npz_file_into_an_embedder_replaces_the_backbone_only(tmp_path):
   assert jax.tree.map(lambda a: (a.shape, a.dtype), new_params) == jax.tree.map(lambda a: (a.shape, a.dtype), params)
 
 
-def test_pth_file_with_wrapper_and_dataparallel_prefix(tmp_path):
+def test_pth_file_with_wrapper_and_dataparallel_prefix_converted_to_npz(tmp_path):
   path = os.path.join(tmp_path, "checkpoint.pth")
   wrapped = {f"module.{key}": torch.from_numpy(value) for key, value in resnet18_state_dict().items()}
   wrapped["module.bn1.num_batches_tracked"] = torch.tensor(7)
   torch.save({"state_dict": wrapped, "epoch": 3}, path)
-  state_dict = weights.read_state_dict(path, "resnet18")
+  converted = os.path.join(tmp_path, "converted.npz")
+  weights.convert_to_npz(path, converted)
+  state_dict = weights.read_state_dict(converted, "resnet18")
   assert set(state_dict) == set(resnet18_state_dict()) | {"bn1.num_batches_tracked"}
   variables = random_variables("resnet18", seed=0)
   params, _ = weights.from_state_dict(state_dict, variables["params"], variables["batch_stats"], arch="resnet18")

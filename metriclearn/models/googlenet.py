@@ -100,7 +100,7 @@ _BLOCKS = {
 
 
 def _transform_input(x: jax.Array) -> jax.Array:
-  """torchvision's `transform_input`: ImageNet-normalised RGB → the (x − 0.5) / 0.5 range its ported weights expect."""
+  """torchvision's `transform_input`: ImageNet-normalised RGB → (x − 0.5) / 0.5, the range of its ported weights."""
   return (layers.imagenet_to_unit_range(x) - 0.5) / 0.5
 
 

@@ -2,7 +2,8 @@
 
 torchvision's ResNet-50 is "v1.5": a bottleneck block strides on its 3×3 convolution, not on the first 1×1 (the
 original paper's v1). The module and parameter names are torchvision's (`conv1`, `bn1`, `layer1/0/conv1`,
-`layer2/0/downsample/0` …), so `metriclearn.models.weights` maps a torchvision or timm state dict onto them one to one.
+`layer2/0/downsample/0` …), so `metriclearn.models.weights` maps a torchvision or timm state dict onto them one to
+one.
 
 The network stops before the global pooling: `(x, train)` → the last stage's feature maps `[B, H/32, W/32, c]`
 (c = 512 for ResNet-18/34, 2048 for ResNet-50); the `Embedder` pools them. Inputs are ImageNet-normalised RGB, as

@@ -203,6 +203,21 @@ def _read_safetensors(path: str) -> Mapping[str, Any]:
   return load_file(path)
 
 
+def check_file(path: str, arch: str | None = None) -> str:
+  """`path` with `~` expanded, or a FileNotFoundError that names the weights to download for `arch` and where they go.
+
+  Cheap (no read), for a config check before any compute; `read_state_dict` and `load_pretrained` call it too.
+  """
+  path = os.path.expanduser(str(path))
+  if not os.path.isfile(path):
+    what = f"Download {WEIGHT_FILES[arch]}. " if arch in WEIGHT_FILES else ""
+    raise FileNotFoundError(f"pretrained weights not found: {path}. {what}{_WHERE}.")
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in SUFFIXES:
+    raise ValueError(f"unknown weight file type {suffix!r} ({path}); valid: {', '.join(SUFFIXES)}")
+  return path
+
+
 def read_state_dict(path: str, arch: str | None = None) -> dict[str, np.ndarray]:
   """Reads a state dict (torch key → NumPy array) from a `.pth`/`.pt`/`.bin`, `.safetensors` or `.npz` file.
 
@@ -217,20 +232,15 @@ def read_state_dict(path: str, arch: str | None = None) -> dict[str, np.ndarray]
     ValueError: an unknown file suffix or a file that holds no state dict.
     ImportError: a `.pth` without torch or a `.safetensors` without the safetensors package installed.
   """
-  path = os.path.expanduser(str(path))
-  if not os.path.isfile(path):
-    what = f"Download {WEIGHT_FILES[arch]}. " if arch in WEIGHT_FILES else ""
-    raise FileNotFoundError(f"pretrained weights not found: {path}. {what}{_WHERE}.")
+  path = check_file(path, arch)
   suffix = os.path.splitext(path)[1].lower()
   if suffix in (".pth", ".pt", ".bin"):
     state_dict = _read_torch(path)
   elif suffix == ".safetensors":
     state_dict = _read_safetensors(path)
-  elif suffix == ".npz":
+  else:
     with np.load(path, allow_pickle=False) as archive:
       state_dict = {key: archive[key] for key in archive.files}
-  else:
-    raise ValueError(f"unknown weight file type {suffix!r} ({path}); valid: {', '.join(SUFFIXES)}")
   if state_dict and all(key.startswith("module.") for key in state_dict):
     state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
   return {key: np.asarray(value) for key, value in state_dict.items()}
@@ -249,6 +259,10 @@ def load_pretrained(params: Any, batch_stats: Any, path: str, arch: str) -> tupl
 
   Returns:
     New `(params, batch_stats)`; the inputs are not modified.
+
+  Raises:
+    FileNotFoundError, ValueError, ImportError: as `read_state_dict` (missing file, unknown type, missing reader)
+      and `from_state_dict` (a file of another architecture).
   """
   if "backbone" not in params:
     raise ValueError(f"load_pretrained expects an Embedder's params with a 'backbone' subtree, got keys {list(params)}")
