@@ -6,7 +6,8 @@ on a batch of P classes × 4 images. Reported:
 
 * compile: seconds to lower and compile the step (`jit(...).lower(...).compile()`);
 * step: images/s over `--steps` steps on one fixed device-resident batch (after one warm-up step), blocking on
-  each step's loss as the training loop does;
+  each step's loss as the training loop does, and the CPU seconds this process spent per image (steadier than wall
+  time when other jobs share the CPU; on a GPU it is the host's cost);
 * + pipeline: images/s of the same loop fed by `metriclearn.data.Loader` (JPEG decode, RandomResizedCrop 224, flip,
   normalisation in `--workers` threads, prefetched) from photo-like JPEG fixtures (`benchmarks/input.py`).
 
@@ -81,14 +82,14 @@ def build(args):
 
 
 def time_steps(compiled, state, batches, num_steps: int):
-  """(images/s, state) over `num_steps` steps, blocking on each loss."""
-  start, images = time.perf_counter(), 0
+  """(images/s, CPU seconds of this process per image, state) over `num_steps` steps, blocking on each loss."""
+  start, cpu, images = time.perf_counter(), time.process_time(), 0
   for _ in range(num_steps):
     batch = next(batches)
     state, metrics = compiled(state, batch)
     float(metrics["loss"])
     images += batch["label"].shape[0]
-  return images / (time.perf_counter() - start), state
+  return images / (time.perf_counter() - start), (time.process_time() - cpu) / images, state
 
 
 def main() -> None:
@@ -125,9 +126,9 @@ def main() -> None:
   batches = fixed()
   state, metrics = compiled(state, next(batches))  # warm-up: first-run allocations
   float(metrics["loss"])
-  rate, state = time_steps(compiled, state, batches, args.steps)
+  rate, cpu, state = time_steps(compiled, state, batches, args.steps)
 
-  pipeline = "–"
+  pipeline, pipeline_cpu = "–", "–"
   if not args.no_pipeline:
     fixtures = load_input_benchmark()
     with tempfile.TemporaryDirectory() as directory:
@@ -142,13 +143,14 @@ def main() -> None:
       loaded = (jax.device_put(b, sharded) for b in loader.iterate(0, args.steps + 1))
       state, metrics = compiled(state, next(loaded))  # warm-up: the decoding threads start
       float(metrics["loss"])
-      pipeline_rate, state = time_steps(compiled, state, loaded, args.steps)
-      pipeline = f"{pipeline_rate:.1f}"
+      pipeline_rate, pipeline_cpu_s, state = time_steps(compiled, state, loaded, args.steps)
+      pipeline, pipeline_cpu = f"{pipeline_rate:.1f}", f"{pipeline_cpu_s:.2f}"
 
-  print("| device | model | image | batch | loss | dtype | compile s | images/s | + JPEG pipeline images/s |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("| device | model | image | batch | loss | dtype | compile s | images/s | CPU s/image | "
+        "+ JPEG pipeline: images/s | CPU s/image |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   print(f"| {devices[0].device_kind} | {args.model} | {args.image_size}² | {args.batch_size} | {args.loss} | "
-        f"{args.dtype} | {compile_s:.1f} | {rate:.1f} | {pipeline} |")
+        f"{args.dtype} | {compile_s:.1f} | {rate:.1f} | {cpu:.2f} | {pipeline} | {pipeline_cpu} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ A method (see `methods/__init__.py`) must provide `init` and `train_step`; these
   `context` is a `StepContext` (the config, the train split, an `embed` function).
 * `create_optimizer(optimizer_config, params) -> optax.GradientTransformation` (default: `optim.create_optimizer`).
 * `make_sampler(train_labels, batch_size, seed) -> sampler` (default: the config's `sampler`).
+* `embed(params, batch_stats, images) -> f32[B, D]`: the embedding evaluated (default: the model's output).
 """
 
 from __future__ import annotations
@@ -267,6 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   @jax.jit
   def embed_fn(params, batch_stats, images):
+    if hasattr(method, "embed"):  # a method whose embedding is not the model's output (DAML's `code` metric head)
+      return method.embed(params, batch_stats, images)
     return apply_model(model, params, batch_stats, images, train=False)
 
   def embed(state_or_params, split):

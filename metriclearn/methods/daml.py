@@ -29,7 +29,9 @@ unnormalised output carries J_adv and J_m; pre-training uses h itself, as the co
 
 Gradient routing (daml.md (g5)): `routing="joint"` (default) is eq. (7) literally, as the released code: every
 parameter receives ∇(J_gen + λJ_m), so θ_g also gets ∂(λJ_m)/∂θ_g and θ_f gets ∂J_adv/∂θ_f. `routing="gan"` (ablation):
-θ_g ← J_gen only (metric and its inputs stop-gradiented), θ_f ← λJ_m only (x̃⁻ stop-gradiented).
+θ_g ← J_gen only (metric and its inputs stop-gradiented), θ_f ← λJ_m only (x̃⁻ stop-gradiented). With joint routing
+the generator also minimises λ·J_m, i.e. it is rewarded for *easy* negatives; on glyphs with λ = 50 it wins (N-pair's
+synthetic negatives end up opposite their anchors; benchmarks/RESULTS.md, "DAML").
 
 Departure: J_m, J_adv and the generator terms are means over tuples, not sums (`daml_losses`).
 Departure: lifted and contrastive use the pair batch with one synthetic negative per other class (C−1 per anchor), as

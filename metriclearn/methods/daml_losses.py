@@ -13,8 +13,8 @@ negatives of a positive are read from the positive's row).
 Departure: sums over tuples (eqs. 6, 8, 9) are means, as the released code: a batch-size-free scale, so λ keeps its
 meaning across batch sizes (with the code's batch of 40 triplets, λ·Σ would be 40× λ·mean).
 Departure: the triplet J_m with the paper's reduction (mean over *all* tuples, eq. 9) is not
-`losses.triplet_from_matrix`, which averages only the violating triplets (PML's AvgNonZero). `reducer="mean"` (default) is the small pure function
-below; `reducer="mean_nonzero"` is the shared matrix form on the same matrix.
+`losses.triplet_from_matrix`, which averages only the violating triplets (PML's AvgNonZero). `reducer="mean"`
+(default) is the small pure function below; `reducer="mean_nonzero"` is the shared matrix form on the same matrix.
 """
 
 from __future__ import annotations
