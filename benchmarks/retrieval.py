@@ -134,7 +134,8 @@ def main() -> None:
   parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_502])
   parser.add_argument("--repeats", type=int, default=1, help="fresh processes per row; the fastest counts")
   parser.add_argument("--chunk-size", type=int, default=None, help="retrieval_metrics chunk_size (default: its own)")
-  parser.add_argument("--methods", nargs="+", default=["metriclearn", "faiss+numpy"])
+  parser.add_argument("--methods", nargs="+", default=["metriclearn", "faiss+numpy"],
+                      choices=["metriclearn", "faiss+numpy"])
   parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:

@@ -198,7 +198,8 @@ def triplet_from_matrix(
   count_below = jnp.take_along_axis(prefix(sorted_count), num_below, axis=1)
 
   # Remove the triplet (a, p, p) that a soft-labelled candidate forms with itself (its hinge is exactly the margin).
-  self_triplet = (pos_weight > 0) & is_negative & (margin > 0)
+  # Counted by the search exactly when d < d + margin in float32 (not for |d| ≳ 1e6 with margin 0.1).
+  self_triplet = (pos_weight > 0) & is_negative & (distance < threshold)
   total = jnp.sum(pos_weight * (threshold * weight_below - weighted_distance_below))
   total -= jnp.sum(jnp.where(self_triplet, pos_weight * neg_weight * margin, 0.0))
   count = jnp.sum(jnp.where(pos_weight > 0, count_below, 0.0)) - jnp.sum(self_triplet.astype(jnp.float32))
@@ -345,19 +346,27 @@ def npair_pairs(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   return is_anchor, positive_index
 
 
-def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True) -> jax.Array:
+def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
+          max_pairs: int | None = None) -> jax.Array:
   """N-pair loss (PML `NPairsLoss`): one (anchor, positive) per class, cross-entropy over the other positives.
 
   Similarities are cosine (PML's `DotProductSimilarity` on normalised embeddings); `normalize=False` uses raw dot
-  products as in Sohn 2016.
+  products as in Sohn 2016. The anchors are compacted into `max_pairs` static slots (default B // 2, which always
+  suffices), so the similarity matrix is [slots, slots] rather than [B, B]; set `max_pairs` lower (e.g. B // m for an
+  m-per-class sampler) only when the sampler guarantees it: anchors beyond it are dropped.
   """
   _check_batch(embeddings, labels)
   if normalize:
     embeddings = distances.l2_normalize(embeddings)
   is_anchor, positive_index = npair_pairs(labels)
-  similarity = distances.dot_product(embeddings, embeddings[positive_index])
-  y = jnp.eye(labels.shape[0], dtype=jnp.float32)
-  valid = (is_anchor[:, None] & is_anchor[None, :]).astype(jnp.float32)
+  slots = embeddings.shape[0] // 2 if max_pairs is None else int(max_pairs)
+  if slots < 1:
+    raise ValueError(f"max_pairs must be at least 1 (and a batch at least 2 rows), got {slots}")
+  anchor_index = jnp.nonzero(is_anchor, size=slots, fill_value=0)[0]
+  slot_used = jnp.arange(slots) < jnp.sum(is_anchor)
+  similarity = distances.dot_product(embeddings[anchor_index], embeddings[positive_index[anchor_index]])
+  y = jnp.eye(slots, dtype=jnp.float32)
+  valid = (slot_used[:, None] & slot_used[None, :]).astype(jnp.float32)
   return npair_from_matrix(similarity, y, valid)
 
 
@@ -380,7 +389,7 @@ def lifted_structure_from_matrix(
 
   The first A candidate columns must be the anchors themselves (rows), as `batch_matrices` builds them, so that the
   negatives of p are row p; a positive among the extra columns (index ≥ A) pools the negatives of a alone.
-  An empty negative set contributes a log-sum-exp of 0, as PML.
+  A pair with no negative on either side contributes 0, as in PML.
   """
   _check_matrices(distance, y, valid)
   num_anchors, num_candidates = distance.shape
@@ -401,7 +410,9 @@ def lifted_structure_from_matrix(
       jnp.logaddexp(anchor_lse, positive_lse),
       jnp.where(anchor_nonempty, anchor_lse, jnp.where(positive_nonempty, positive_lse, 0.0)),
   )
-  per_pair = 0.5 * jnp.square(jax.nn.relu(pooled + distance - pos_margin))
+  # With no negative on either side J = log(0) + … = −∞: the pair contributes 0 (as PML).
+  per_pair = jnp.where(anchor_nonempty | positive_nonempty,
+                       0.5 * jnp.square(jax.nn.relu(pooled + distance - pos_margin)), 0.0)
   return reducers.weighted_mean(per_pair, pos_weight)
 
 

@@ -168,21 +168,10 @@ def _large_batches() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 _SMALL = _small_batches()
 _LARGE = _large_batches()
 
-# Known bug (reported to the lead): in a one-class batch there is no negative at all, so Song et al.'s
-# J = log Σ_{negatives} e^{m − d} + d is −∞ and the loss is 0 (PML returns 0); `lifted_structure_from_matrix` instead
-# treats the empty log-sum-exp as 0 and returns mean ½[d(a, p) − pos_margin]₊² (0.88 on this batch).
-_LIFTED_ONE_CLASS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="lifted_structure_from_matrix: a positive pair whose anchor and positive have no negative gives "
-    "½[d − pos_margin]₊² instead of 0 (PML: 0)",
-)
-
-
 def _pml_cases():
   for config in _CONFIGS:
     for batch in _SMALL:
-      marks = [_LIFTED_ONE_CLASS_BUG] if (config, batch) == ("lifted_structure", "one_class") else []
-      yield pytest.param(config, batch, marks=marks, id=f"{config}-{batch}")
+      yield pytest.param(config, batch, id=f"{config}-{batch}")
   for config in _DEFAULT_CONFIGS:
     for batch in _LARGE:
       yield pytest.param(config, batch, id=f"{config}-{batch}")
@@ -398,7 +387,6 @@ def test_matrix_form_with_nothing_valid_is_zero_with_zero_gradient(case):
   assert np.all(np.asarray(grad) == 0.0)
 
 
-@_LIFTED_ONE_CLASS_BUG
 def test_lifted_pair_without_negatives_contributes_zero():
   # One anchor, one positive candidate, nothing negative: J = log(empty sum) + d = −∞, so ½[J]₊² = 0.
   distance = jnp.asarray([[0.0, 0.7]])
@@ -440,6 +428,14 @@ def test_triplet_matrix_form_equals_dense(margin, soft):
     tolerance = 1e-6 if margin in (0.25, 0.0) else 1e-5
     np.testing.assert_allclose(value, dense_value, rtol=tolerance, atol=1e-8)
     np.testing.assert_allclose(grad, dense_grad, rtol=tolerance, atol=1e-8)
+
+
+def test_triplet_soft_self_triplet_at_large_distance():
+  # Candidate 1 is half positive, half negative; its only triplet with candidate 2 has hinge 1e8 − (1e8 + 64) + 0.1 < 0.
+  distance = jnp.asarray([[0.0, 1e8, 1e8 + 64]])
+  y = jnp.asarray([[0.0, 0.5, 0.0]])
+  valid = jnp.asarray([[0.0, 1.0, 1.0]])
+  assert float(losses.triplet_from_matrix(distance, y, valid, margin=0.1)) == 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -585,7 +581,7 @@ _EMPTY_CASES = [
     pytest.param("triplet", "all_distinct"),
     pytest.param("npair", "one_class"),
     pytest.param("npair", "all_distinct"),
-    pytest.param("lifted_structure", "one_class", marks=_LIFTED_ONE_CLASS_BUG),
+    pytest.param("lifted_structure", "one_class"),
     pytest.param("lifted_structure", "all_distinct"),
 ]
 

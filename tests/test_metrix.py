@@ -157,8 +157,8 @@ def loop_proxy_anchor(e, labels, proxies, pairs, lam, margin, alpha):
 
 # (On the identity model feature mixing is input mixing; the CNN test below covers feature maps.)
 @pytest.mark.parametrize("space,branch,first_positive_only", [
-    ("embed", "positive_negative", True), ("embed", "positive_negative", False), ("embed", "anchor_negative", True),
-    ("input", "positive_negative", True), ("feature", "anchor_negative", False)])
+    ("embed", "positive_negative", True), ("embed", "anchor_negative", True), ("input", "positive_negative", True),
+    ("feature", "anchor_negative", False)])
 def test_contrastive_equals_official_formula_c6(space, branch, first_positive_only):
   config = make_config(space, first_positive_only=first_positive_only, negatives_per_anchor="all")
   method, params, batch_stats = identity_method(config)
@@ -203,8 +203,7 @@ def test_multi_similarity_equals_loop(space, branch):
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("input", "positive_negative"),
-                                          ("feature", "anchor_negative")])
+@pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("feature", "anchor_negative")])
 def test_proxy_anchor_equals_loop(space, branch):
   config = make_config(space, "proxy_anchor", PA_KWARGS, negatives_per_anchor="all")
   method, params, batch_stats = identity_method(config, num_classes=6)
@@ -215,6 +214,18 @@ def test_proxy_anchor_equals_loop(space, branch):
   _, metrics, _ = metrix_loss(method, params, batch_stats, x, LABELS, lam, branch == "positive_negative")
   expected = jax.jit(lambda x, p: loop_proxy_anchor(x, LABELS, p, pairs, lam, **PA_KWARGS))(x, params["loss"]["proxies"])
   np.testing.assert_allclose(metrics["mixed_loss"], expected, rtol=1e-5)
+
+
+def test_mixed_multi_similarity_averages_over_the_anchors_with_mixed_examples():
+  rng = np.random.default_rng(10)
+  s, y = jnp.asarray(rng.uniform(-1, 1, (4, 5)), jnp.float32), jnp.full((4, 5), 0.3)
+  valid = jnp.asarray(rng.random((4, 5)) < 0.7).at[2].set(False)  # anchor 2 has no mixed example
+  kept = np.array([0, 1, 3])
+  ours = metrix.mixed_loss("multi_similarity", s, y, valid, **MS_KWARGS)
+  np.testing.assert_allclose(ours, losses.multi_similarity_from_matrix(s[kept], y[kept], valid[kept], **MS_KWARGS),
+                             rtol=1e-6)
+  over_all = metrix.mixed_loss("multi_similarity", s, y, valid, mean_over_mixed_anchors=False, **MS_KWARGS)
+  np.testing.assert_allclose(over_all, ours * 3 / 4, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ Spaces (c.4):
 
 (K' = 1 when `first_positive_only` or for proxy-anchor, else K: the distinct mixed examples per anchor.)
 
-Memory of the mixed part (float32, small CNN with 4×4×128 feature maps, 64-d embeddings, m-per-class M=4 so K=3;
-compiled peak over the baseline step as measured by `benchmarks/metrix.py`; see benchmarks/RESULTS.md):
-the loss matrices hold B·K·T floats (B=100: 30k with T=B; B=512: 786k); `feature` adds B·K'·T mixed maps of h·w·c
-floats (B=100: 10⁴ maps = 82 MB; B=512: 2.6·10⁵ maps = 2.1 GB, or 1.1 GB of ResNet-50's 7×7×2048 maps per 1,000 mixed
-examples: use `negatives_per_anchor` there); `input` adds B·K'·T images and their activations.
+Memory (float32; the loss matrices hold B·K·T floats in every space). Compiled peak of the whole train step, glyphs
+small CNN (4×4×128 maps, 64-d), M = 4, the official pair sets, over the baseline step (benchmarks/RESULTS.md):
+embed 1.01× at B = 100 and 1.04× at B = 512; feature with pooled mixing 1.04× / 2.90×, with mixed maps 4.6× / 21×
+(B·K'·T·h·w·c floats: ResNet-50's 7×7×2048 maps take 0.4 MB per mixed example, so limit `negatives_per_anchor`);
+input with every positive 3.45× / 3.53× (B·K'·T extra images and activations), with one positive 1.6×.
 
 Departure: with m-per-class batches the anchor–negative branch is empty (no anchor lacks a positive); the released
 code would crash there. By default (`fallback_to_other_branch=True`) an empty branch hands the step to the other one;
@@ -45,8 +45,8 @@ forwards the same whole batch twice, so the maps, the batch statistics and the g
 frozen BN, and in training mode too, since both passes normalise with the same batch's statistics); only the BN
 running statistics are updated once per step instead of twice.
 Departure: one mixup weight w for both branches (the official embed code uses 0.3 in its anchor–negative branch).
-Departure (unverified normalisation, c.3 [U]): the mixed multi-similarity loss is the mean over the anchors that have
-at least one mixed example (the clean one averages over all anchors); contrastive averages non-zero terms (c.6).
+Unverified (c.3 [U]): the mixed multi-similarity loss averages over the anchors that have a mixed example (the clean
+one over all anchors; `mean_over_mixed_anchors=False` for all); contrastive averages non-zero terms (c.6).
 Proxy anchor (c.2–c.3 [I]): proxies are the anchors (rows); the mixed examples are mix_λ(x, n) for every batch example
 x (positive–negative branch: x has a same-class partner in the batch; anchor–negative: x has none) and its negatives
 n, one column each, labelled mix_λ(1[y=c], 1[y'=c]) for proxy c.
@@ -97,6 +97,8 @@ class MetrixOptions:
     pool_before_mixing: "feature" space: mix the pooled features instead of the maps. Exact for the linear "gap"
       pooling (GAP(λh + (1−λ)h') = λGAP(h) + (1−λ)GAP(h')) and h·w times cheaper; None: whenever the pooling is
       "gap". GMP and GAP+GMP (the paper's ResNet) always mix the maps.
+    mean_over_mixed_anchors: the mixed multi-similarity loss averages over the anchors that have a mixed example
+      (True) or over all anchors (False); the paper's normalisation is unverified (c.3 [U]).
   """
 
   space: str = "feature"
@@ -109,6 +111,7 @@ class MetrixOptions:
   max_positives: int | None = None
   negatives_per_anchor: int | str | None = None
   pool_before_mixing: bool | None = None
+  mean_over_mixed_anchors: bool = True
 
 
 class MixingSlots(NamedTuple):
@@ -215,11 +218,14 @@ def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: 
           + (1.0 - mix_lambda) * jnp.take_along_axis(y, second, axis=1)[:, None, :])
 
 
-def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.Array, **loss_kwargs) -> jax.Array:
+def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.Array, *,
+               mean_over_mixed_anchors: bool = True, **loss_kwargs) -> jax.Array:
   """The mixed loss ℓ̃ (c.3) on `[A, M]` cosine similarities of anchors (or proxies) and mixed examples.
 
   `loss_kwargs` are the clean loss's keywords (`config.loss.kwargs`). Contrastive turns cosines of unit vectors into
   the Euclidean distance sqrt(2 − 2s) (squared: 2 − 2s), as the code's `LpDistance` on normalised embeddings (c.6).
+  Multi-similarity averages over the anchors with a mixed example (|A'| of c.3, unverified [U]), or over all anchors
+  with `mean_over_mixed_anchors=False`.
   """
   valid = valid.astype(jnp.float32)
   if loss_name == "contrastive":
@@ -229,6 +235,8 @@ def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.A
     return losses.contrastive_from_matrix(distance, y, valid, **kwargs)
   if loss_name == "multi_similarity":
     per_anchor_mean = losses.multi_similarity_from_matrix(similarity, y, valid, **loss_kwargs)
+    if not mean_over_mixed_anchors:
+      return per_anchor_mean
     # Rows without a mixed example contribute 0 to the mean over all rows: rescale to the mean over the others.
     num_rows = jnp.sum(jnp.any(valid > 0, axis=1).astype(jnp.float32))
     return reducers.safe_divide(per_anchor_mean * similarity.shape[0], num_rows)
@@ -385,7 +393,8 @@ class Metrix:
           similarity.shape)
       valid = slots.valid.reshape(similarity.shape)
 
-    mix_loss = mixed_loss(self.loss_name, similarity, y_mix, valid, **self.loss_kwargs)
+    mix_loss = mixed_loss(self.loss_name, similarity, y_mix, valid,
+                          mean_over_mixed_anchors=options.mean_over_mixed_anchors, **self.loss_kwargs)
     total = clean_loss + options.mixup_weight * mix_loss
     metrics = {"clean_loss": clean_loss, "mixed_loss": mix_loss, "mix_lambda": mix_lambda,
                "mixed_examples": jnp.sum(slots.valid.astype(jnp.float32)),
