@@ -108,7 +108,7 @@ def main():
     state, metrics = step(state, batch)  # compile and warm up
     jax.block_until_ready(metrics["loss"])
     runs[label] = dict(step=step, state=state, times=[], temp=temp, total=total, built=built,
-                       mixed=float(metrics.get("mixed_examples", 0.0)))
+                       mixed=float(metrics.get("mixed_pairs", 0.0)))
   while min(len(run["times"]) for run in runs.values()) < args.steps:
     for run in runs.values():
       for _ in range(args.round):

@@ -226,9 +226,14 @@ INPUT_TRANSFORMS = {"bninception": caffe_input}
 
 
 def calibrate(module: tnn.BatchNorm2d, inputs: tuple[torch.Tensor]) -> None:
-  """A forward pre-hook: the running statistics become those of the BatchNorm's input (cheaper than train mode)."""
+  """A forward pre-hook: the running statistics become those of the BatchNorm's input (cheaper than train mode).
+
+  A channel's variance over the few values of a small test batch can be tiny, and dividing by it amplifies float32
+  rounding through the network; no channel's variance is set below the layer's mean variance.
+  """
+  variance = inputs[0].var(dim=(0, 2, 3))
   module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
-  module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
+  module.running_var.copy_(variance.clamp(min=float(variance.mean())))
 
 
 @functools.cache

@@ -187,7 +187,7 @@ def test_input_space_default_mixes_every_positive_with_the_hardest_negative():
   _, metrics, _ = metrix_loss(method, params, batch_stats, x, LABELS, lam, True)
   expected = jax.jit(lambda x: official_contrastive(x, LABELS, triples, lam)[1])(x)
   np.testing.assert_allclose(metrics["mixed_loss"], expected, rtol=2e-5)
-  assert int(metrics["mixed_examples"]) == len(triples)
+  assert int(metrics["mixed_pairs"]) == len(triples)
 
 
 @pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("feature", "anchor_negative")])
@@ -275,7 +275,7 @@ def test_anchor_negative_at_lambda_one_has_no_nan(space, first_positive_only):
   value, metrics, grads = metrix_loss(method, params, batch_stats, x, LABELS, 1.0, False)
   assert np.isfinite(value)
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(grads))
-  assert np.isfinite(metrics["mixed_loss"]) and int(metrics["mixed_examples"]) > 0
+  assert np.isfinite(metrics["mixed_loss"]) and int(metrics["mixed_pairs"]) > 0
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ Departure: the confusion step is scale-free (our choice): the ascent objective i
 
 On glyphs (seed 0, 600 steps) every setting we tried trains a worse embedding than the same pair loss without
 AML: the larger the adversarial displacement, the worse, and the bilevel step is worse still (benchmarks/RESULTS.md,
-"AML"). The defaults are the best of the seven settings tried.
+"AML"). The defaults are the best of the six settings tried.
 
 The confusion optimiser's state is created afresh for every batch (Π starts at the new batch's features), so nothing
 persists across steps and `method_state` is empty.

@@ -397,7 +397,7 @@ class Metrix:
                           mean_over_mixed_anchors=options.mean_over_mixed_anchors, **self.loss_kwargs)
     total = clean_loss + options.mixup_weight * mix_loss
     metrics = {"clean_loss": clean_loss, "mixed_loss": mix_loss, "mix_lambda": mix_lambda,
-               "mixed_examples": jnp.sum(slots.valid.astype(jnp.float32)),
+               "mixed_pairs": jnp.sum(slots.valid.astype(jnp.float32)),
                "positive_negative_rows": jnp.sum((row_active & has_positive).astype(jnp.float32))}
     return total, (new_batch_stats, metrics)
 
