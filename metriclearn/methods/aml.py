@@ -29,8 +29,8 @@ Departure: the confusion step is scale-free (our choice): the ascent objective i
   learning rate means (φ is scale-invariant in f up to the head's bias, so C's curvature scales as 1/‖f‖²).
 
 On glyphs (seed 0, 600 steps) every setting we tried trains a worse embedding than the same pair loss without
-AML: the larger the adversarial displacement, the worse, and the bilevel step is worse still (benchmarks/RESULTS.md,
-"AML"). The defaults are the best of the six settings tried.
+AML, the bilevel step most of all (benchmarks/RESULTS.md, "AML"). The defaults are the best of the six settings
+tried.
 
 The confusion optimiser's state is created afresh for every batch (Π starts at the new batch's features), so nothing
 persists across steps and `method_state` is empty.
