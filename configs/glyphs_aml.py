@@ -12,18 +12,13 @@ the contrastive baseline 0.796 / 0.363 and `configs/glyphs.py` 0.785 / 0.350 in 
 `:smoke` shrinks it to seconds for tests.
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from metriclearn import config_util
 
 
 def _base_config(arg):
-  # configs/ is not a package: load the sibling recipe by path, as ml_collections' config_flags does.
-  spec = importlib.util.spec_from_file_location("configs_glyphs", os.path.join(os.path.dirname(__file__), "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.sibling_config(__file__, "glyphs.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

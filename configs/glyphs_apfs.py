@@ -14,20 +14,15 @@ steps per epoch (⌊3750 / 128⌋ = 29 on glyphs; unverified, `papers/apfs.md` (
 (`--config.method.kwargs.<key>=`): see `metriclearn.methods.apfs.APFSOptions`. Results: benchmarks/RESULTS.md, "APFS".
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from metriclearn import config_util
 
 ARGUMENTS = ("no_mining", "full_pairs", "no_proximal", "smoke")
 
 
 def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
-  # configs/ is not a package: load the sibling baseline recipe by path, so the two can never drift apart.
-  spec = importlib.util.spec_from_file_location("glyphs_baseline", os.path.join(os.path.dirname(__file__), "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.sibling_config(__file__, "glyphs.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

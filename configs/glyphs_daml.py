@@ -19,12 +19,10 @@ with seed 0 no variant beats its own loss without the generator (`--config.metho
 tri R@1 0.354 vs 0.550, against 0.770 for the baseline.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 from metriclearn.methods import daml
+from metriclearn import config_util
 
 VARIANTS = {"cont": "contrastive", "tri": "triplet", "lifted": "lifted_structure", "npair": "npair"}
 TRIPLET_BATCH = {"full": 126, "smoke": 30}
@@ -32,11 +30,7 @@ PAIR_BATCH = {"full": 128, "smoke": 32}
 
 
 def _baseline_config(arg):
-  # configs/ is not a package: load the sibling baseline recipe by path, so the two can never drift apart.
-  spec = importlib.util.spec_from_file_location("glyphs_baseline", os.path.join(os.path.dirname(__file__), "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.sibling_config(__file__, "glyphs.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -7,13 +7,8 @@ The recipe is explained in the docstring of configs/glyphs_daml.py.
 Arguments (comma-separated): `code` (the released code's preset), `smoke` (seconds, for tests).
 """
 
-import importlib.util
-import os
+from metriclearn import config_util
 
 
 def get_config(arg: str | None = None):
-  path = os.path.join(os.path.dirname(__file__), "glyphs_daml.py")
-  spec = importlib.util.spec_from_file_location("glyphs_daml", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(",".join(["lifted", *([arg] if arg else [])]))
+  return config_util.sibling_config(__file__, "glyphs_daml.py", ",".join(["lifted", *([arg] if arg else [])]))

@@ -25,21 +25,16 @@ a lighter weight and only the hardest negatives (semi-hard mixing) keep R@1 at o
 single runs on the test split; the 5-seed sweep is what to quote.
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from metriclearn import config_util
 
 SPACES = ("input", "feature", "embed")
 DEFAULT_SPACE = "embed"
 
 
 def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
-  # configs/ is not a package: load the sibling baseline recipe by path, so the two can never drift apart.
-  spec = importlib.util.spec_from_file_location("glyphs_baseline", os.path.join(os.path.dirname(__file__), "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.sibling_config(__file__, "glyphs.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

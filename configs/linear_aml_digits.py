@@ -6,19 +6,13 @@ Read by the benchmark, not by `metriclearn.main`. Everything but the data set is
 its docstring for the protocol). Results: benchmarks/RESULTS.md ("Linear AML").
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from metriclearn import config_util
 
 
 def _wine_config(arg):
-  # configs/ is not a package: load the sibling recipe by path, so the four recipes cannot drift apart.
-  path = os.path.join(os.path.dirname(__file__), "linear_aml_wine.py")
-  spec = importlib.util.spec_from_file_location("linear_aml_wine", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.sibling_config(__file__, "linear_aml_wine.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

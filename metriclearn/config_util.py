@@ -1,0 +1,18 @@
+"""Loading one recipe from another: `configs/` holds plain files, not a package (as ml_collections' config_flags
+reads them), so a recipe that extends a sibling loads it by path. One helper here keeps that in one place."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def sibling_config(this_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the recipe `name` (e.g. "glyphs.py") in the directory of `this_file`."""
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name)
+  spec = importlib.util.spec_from_file_location(f"metriclearn_recipe_{name.removesuffix('.py')}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
