@@ -23,7 +23,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset = dict(name="glyphs", data_dir=ml_collections.config_dict.placeholder(str), kwargs={})
   config.sampler = dict(name="m_per_class", kwargs=dict(m=4))
-  config.model = dict(name="small_cnn", embedding_dim=64, pooling="gap", freeze_bn=False, kwargs={})
+  config.model = dict(name="small_cnn", embedding_dim=64, pooling="gap", freeze_bn=False,
+                      pretrained=ml_collections.config_dict.placeholder(str), kwargs={})
   config.loss = dict(name="multi_similarity", kwargs=dict(alpha=2.0, beta=50.0, base=0.5))
   config.method = dict(name="baseline", kwargs={})
 

@@ -48,20 +48,23 @@ from metriclearn import registry
 from metriclearn.data import loader as loader_lib
 from metriclearn.data import samplers
 from metriclearn.methods.baseline import apply_model
+from metriclearn.models import weights
 from metriclearn.state import TrainState
 
 # Keys every recipe shares (DESIGN §8); a config with any other top-level key is refused before any compute.
 CONFIG_KEYS = (
     "name", "seed", "num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "max_checkpoints",
-    "dataset", "sampler", "model", "loss", "method", "optimizer", "eval",
+    "dataset", "sampler", "model", "loss", "method", "optimizer", "eval", "memory",
 )
+_OPTIONAL_SECTIONS = ("memory",)  # a recipe without this section runs without it
 _COMPONENT_KEYS = {
     "dataset": ("name", "data_dir", "kwargs"),
     "sampler": ("name", "kwargs"),
-    "model": ("name", "embedding_dim", "pooling", "freeze_bn", "kwargs"),
+    "model": ("name", "embedding_dim", "pooling", "freeze_bn", "pretrained", "kwargs"),
     "loss": ("name", "kwargs"),
     "method": ("name", "kwargs"),
     "eval": ("batch_size", "ks", "metric", "clustering", "baselines", "plots", "utilization"),
+    "memory": ("size", "warmup_steps"),  # cross-batch memory (Wang et al. 2020); `metriclearn.memory`
 }
 
 
@@ -75,12 +78,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if unknown:
     raise ValueError(f"unknown config key(s) {unknown}; valid top-level keys: {list(CONFIG_KEYS)}")
   for section, keys in _COMPONENT_KEYS.items():
+    if section in _OPTIONAL_SECTIONS and section not in config:
+      continue
     extra = sorted(set(config[section].keys()) - set(keys))
     if extra:
       raise ValueError(f"unknown key(s) {extra} in config.{section}; valid keys: {list(keys)}")
   registry.lookup(data.DATASETS, config.dataset.name, "dataset")
   registry.lookup(samplers.SAMPLERS, config.sampler.name, "sampler")
   registry.lookup(models.MODELS, config.model.name, "model")
+  if config.model.get("pretrained"):
+    weights.check_file(config.model.pretrained, config.model.name)  # missing or unknown file: an error before compute
   registry.lookup(methods.METHODS, config.method.name, "method")
   loss_fn = registry.lookup(losses.LOSSES, config.loss.name, "loss")
   registry.check_kwargs(loss_fn, dict(config.loss.get("kwargs", {})), f"loss {config.loss.name!r}")
@@ -211,7 +218,14 @@ def create_mesh() -> jax.sharding.Mesh:
 
 
 def create_state(config, method, tx, sample_images, rng) -> TrainState:
+  """The state at step 0: the method's initial parameters, with the backbone from `config.model.pretrained` if set.
+
+  A method state derived from the parameters (APFS's θ_anchor) needs no reset after the import: it is refreshed from
+  the parameters at the first step of every stage, step 0 included.
+  """
   params, batch_stats, method_state = method.init(rng, sample_images)
+  if config.model.get("pretrained"):
+    params, batch_stats = weights.load_pretrained(params, batch_stats, config.model.pretrained, config.model.name)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), method_state=method_state)
 

@@ -457,3 +457,55 @@ def test_eight_devices_match_one_device(reference_run, cache_home, data_dir, tmp
         f"8 simulated devices {step_8 * 1e3:.1f} ms; first step (compile) 1 device "
         f"{reference_run['step_times'][0]:.2f} s, 8 devices {timing_8['step_times'][0]:.2f} s; "
         f"whole run {reference_run['wall_s']:.1f} s vs {wall_8:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pretrained backbones (`config.model.pretrained`).
+
+
+def _initial_state(config):
+  """`train.create_state` for `config` exactly as `train_and_evaluate` calls it (glyph-shaped sample images)."""
+  from metriclearn import methods, models, optim
+  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
+                              pooling=config.model.pooling, freeze_bn=config.model.freeze_bn)
+  method = methods.create_method(config, model, num_classes=8)
+  images = jnp.zeros((2, 32, 32, 1), jnp.float32)
+  tx = optim.create_optimizer(config.optimizer, jax.eval_shape(lambda: method.init(jax.random.key(0), images)[0]))
+  return train.create_state(config, method, tx, images, jax.random.key(config.seed))
+
+
+def _write_backbone(path: Path, config, seed: int) -> dict:
+  from metriclearn import models
+  from metriclearn.models import weights
+  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim)
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 1)), train=False)
+  state_dict = weights.to_state_dict(variables["params"]["backbone"], variables["batch_stats"]["backbone"])
+  np.savez(path, **state_dict)
+  return variables
+
+
+def test_pretrained_backbone_replaces_the_initial_one_and_keeps_the_head(data_dir, tmp_path):
+  config = _config(data_dir)
+  source = _write_backbone(tmp_path / "backbone.npz", config, seed=7)
+  scratch = _initial_state(config)
+  config.model.pretrained = str(tmp_path / "backbone.npz")
+  loaded = _initial_state(config)
+  assert jax.tree.all(jax.tree.map(np.array_equal, loaded.params["backbone"], source["params"]["backbone"]))
+  assert jax.tree.all(jax.tree.map(np.array_equal, loaded.batch_stats["backbone"], source["batch_stats"]["backbone"]))
+  assert not np.array_equal(loaded.params["backbone"]["conv0_0"]["kernel"], scratch.params["backbone"]["conv0_0"]["kernel"])
+  assert jax.tree.all(jax.tree.map(np.array_equal, loaded.params["head"], scratch.params["head"]))
+
+
+def test_missing_pretrained_file_is_an_error_before_compute(data_dir, tmp_path):
+  config = _config(data_dir, **{"model.pretrained": str(tmp_path / "nowhere.npz")})
+  with pytest.raises(FileNotFoundError, match=r"pretrained weights not found: .*nowhere\.npz"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  _assert_nothing_trained(tmp_path / "run")
+
+
+def test_pretrained_file_of_another_architecture_names_the_keys(data_dir, tmp_path):
+  config = _config(data_dir)
+  np.savez(tmp_path / "other.npz", **{"fc.weight": np.zeros((3, 4), np.float32)})
+  config.model.pretrained = str(tmp_path / "other.npz")
+  with pytest.raises(ValueError, match=r"does not fit small_cnn: 15 key\(s\) missing: bn0_0\.bias"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
