@@ -9,10 +9,15 @@ import os
 import ml_collections
 
 
-def sibling_config(this_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of the recipe `name` (e.g. "glyphs.py") in the directory of `this_file`."""
+def sibling_module(this_file: str, name: str):
+  """The recipe file `name` (e.g. "photos.py") in the directory of `this_file`, as a module (its tables, helpers)."""
   path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name)
   spec = importlib.util.spec_from_file_location(f"metriclearn_recipe_{name.removesuffix('.py')}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def sibling_config(this_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the recipe `name` (e.g. "glyphs.py") in the directory of `this_file`."""
+  return sibling_module(this_file, name).get_config(arg)

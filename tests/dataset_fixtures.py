@@ -76,10 +76,13 @@ def make_sop(root: str, train_classes=(1, 2, 3), test_classes=(11319, 11320), pe
   return {"train": {c: per_class for c in train_classes}, "test": {c: per_class for c in test_classes}}
 
 
-def make_inshop(root: str, *, official_layout: bool = False) -> dict:
-  """Train items 1-2; test items 3-5 (item 5 only in the gallery). `official_layout`: Eval/ and Img/img/."""
-  plan = [(1, "train", 3), (2, "train", 2), (3, "query", 2), (3, "gallery", 2), (4, "query", 1), (4, "gallery", 3),
-          (5, "gallery", 2)]  # fmt: skip
+INSHOP_PLAN = ((1, "train", 3), (2, "train", 2), (3, "query", 2), (3, "gallery", 2), (4, "query", 1),
+               (4, "gallery", 3), (5, "gallery", 2))  # (item, status, images)
+
+
+def make_inshop(root: str, *, official_layout: bool = False, plan=INSHOP_PLAN) -> dict:
+  """By default train items 1-2; test items 3-5 (item 5 only in the gallery). `official_layout`: Eval/ and Img/img/.
+  `plan`: other (item, status, images) rows."""
   image_base = os.path.join(root, "Img") if official_layout else root
   rows, number = [], 0
   for item, status, count in plan:

@@ -1,0 +1,28 @@
+r"""Baselines on Cars196: `configs/photos.py` with the data set fixed.
+
+  python -m metriclearn.main --config=configs/cars.py:ms --workdir=runs/cars_ms \
+      --config.dataset.data_dir=~/data/cars196 --config.model.pretrained=~/weights/resnet50-0676ba61.pth
+
+Argument: the loss, one of `contrastive`, `ms` (default), `pa`, `triplet`; add `,smoke` for the seconds-long check on
+generated fixtures. Settings and their sources: the docstring of `configs/photos.py`.
+
+Data (`--config.dataset.data_dir`): the original release (`cars_annos.mat` next to `car_ims/`) or a tfds data
+directory with `cars196` prepared. Split: classes 1–98 train (8,054 images), 99–196 test (8,131). Nothing is
+downloaded; a missing or incomplete directory is an error that names the expected files.
+Weights (`--config.model.pretrained`): torchvision's ImageNet ResNet-50 (`resnet50-0676ba61.pth`; `.pth` needs torch,
+or convert once with `metriclearn.models.weights.convert_to_npz`) for contrastive / ms / pa, torchvision's GoogLeNet
+(`googlenet-1378be20.pth`) for triplet.
+
+Published R@1 (%) this recipe should reach (`../shared/papers/metrix.md` (f), `daml.md` (f)):
+  contrastive             81.6   (Metrix README, ResNet-50)
+  ms                      87.8   (Metrix README, ResNet-50)
+  pa                      87.6   (Metrix README, ResNet-50)
+  triplet                 45.1   (DAML Tables 1–3, GoogLeNet)
+No run on this data was possible here (no data set or weights on the development machine, no GPU).
+"""
+
+from metriclearn import config_util
+
+
+def get_config(arg: str | None = None):
+  return config_util.sibling_config(__file__, "photos.py", ",".join(["cars", *([arg] if arg else [])]))

@@ -1,0 +1,79 @@
+r"""Metrix (`metriclearn/methods/metrix.py`) on the photo benchmarks, as the authors' code runs it.
+
+  python -m metriclearn.main --config=configs/photos_metrix.py:sop,contrastive,feature --workdir=runs/sop_metrix \
+      --config.dataset.data_dir=~/data/Stanford_Online_Products \
+      --config.model.pretrained=~/weights/resnet50-0676ba61.pth
+
+`configs/{cub,cars,sop,inshop}_metrix[_ms|_pa][_input|_embed].py` are this file with the row fixed (no loss suffix:
+contrastive; no space suffix: feature mixing, the paper's Metrix); each gives the paper's R@1 for its row.
+Arguments (comma-separated): one data set (`cub`, `cars`, `sop`, `inshop`), one loss (`contrastive`, `ms`, `pa`),
+one space of `SPACES` (default `feature`), optionally `smoke`.
+
+Everything is the baseline of `configs/photos.py` for the same data set and loss (the Metrix code's baseline
+commands: ResNet-50, GAP+GMP, 512-d, batch 100, Adam, StepLR, head-only warm-up), plus the official Metrix options
+(`metrix.md` (e)): λ ~ Beta(2, 2) once per step, mixing weight w = 0.4, positive–negative or anchor–negative mixing
+by a fair coin per step, every negative mixed (input space: the single hardest), utilization logged at every
+evaluation. Where the Metrix commands differ from the baseline's (`metrix.md` (e)): In-Shop contrastive uses lr 1e-4
+with StepLR 10 epochs ×0.25 and frozen BatchNorm; SOP contrastive keeps BatchNorm frozen; MS and PA on CUB train
+100 epochs. The `PUBLISHED` R@1 come from `metrix.md` (f) (the authors' README / ICLR 2022 poster).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from metriclearn import config_util
+
+SPACES = ("feature", "input", "embed")
+LOSSES = ("contrastive", "ms", "pa")
+
+# R@1 (%) of "<loss> + Metrix(<space>)", metrix.md (f).
+PUBLISHED = {
+    ("contrastive", "feature"): {"cub": 67.4, "cars": 85.1, "sop": 77.5, "inshop": 89.1},
+    ("contrastive", "input"): {"cub": 66.3, "cars": 82.9, "sop": 75.8, "inshop": 87.7},
+    ("contrastive", "embed"): {"cub": 66.4, "cars": 83.9, "sop": 76.7, "inshop": 88.4},
+    ("ms", "feature"): {"cub": 71.4, "cars": 89.6, "sop": 81.0, "inshop": 92.2},
+    ("ms", "input"): {"cub": 69.0, "cars": 89.0, "sop": 77.9, "inshop": 91.8},
+    ("ms", "embed"): {"cub": 70.2, "cars": 88.8, "sop": 78.5, "inshop": 91.9},
+    ("pa", "feature"): {"cub": 71.0, "cars": 89.1, "sop": 81.3, "inshop": 91.9},
+    ("pa", "input"): {"cub": 70.5, "cars": 88.2, "sop": 79.8, "inshop": 90.9},
+    ("pa", "embed"): {"cub": 70.4, "cars": 88.9, "sop": 80.6, "inshop": 91.6},
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  photos = config_util.sibling_module(__file__, "photos.py")
+  if not any(part in photos.LOSSES for part in (arg or "").split(",")):
+    arg = f"{arg},contrastive"  # the paper's Metrix rows default to the contrastive loss
+  dataset, loss, words = photos.parse(arg, extra=SPACES)
+  if loss not in LOSSES:
+    raise ValueError(f"config argument {arg!r}: Metrix recipes exist for the losses {list(LOSSES)}, not {loss!r}")
+  spaces = [word for word in words if word in SPACES]
+  if len(spaces) > 1:
+    raise ValueError(f"config argument {arg!r}: give at most one space of {list(SPACES)}")
+  space = spaces[0] if spaces else "feature"
+  config = config_util.sibling_config(__file__, "photos.py", f"{dataset},{loss}")
+  config.name = f"{dataset}_metrix" + {"contrastive": "", "ms": "_ms", "pa": "_pa"}[loss] + (
+      "" if space == "feature" else f"_{space}")
+
+  per_epoch = photos.steps_per_epoch(dataset, config.batch_size)
+  if (dataset, loss) == ("inshop", "contrastive"):
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.decay_steps = 10 * per_epoch
+    config.optimizer.gamma = 0.25
+    config.optimizer.frozen_warmup_steps = 5 * per_epoch
+    config.model.freeze_bn = True
+  if (dataset, loss) == ("sop", "contrastive"):
+    config.model.freeze_bn = True
+  if dataset == "cub" and loss in ("ms", "pa"):
+    config.num_steps = 100 * per_epoch
+
+  placeholder = ml_collections.config_dict.placeholder
+  config.method = dict(name="metrix", kwargs=dict(
+      space=space, mixup_weight=0.4, beta_alpha=2.0, branches="coin", positive_negative_probability=0.5,
+      fallback_to_other_branch=True, first_positive_only=placeholder(bool), max_positives=placeholder(int),
+      negatives_per_anchor=placeholder(str), pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True))
+  config.eval.utilization = True
+  if "smoke" in words:
+    photos.shrink_for_smoke(config)
+  return config

@@ -1,0 +1,19 @@
+r"""Metrix (feature mixing) with the contrastive loss on SOP.
+
+  python -m metriclearn.main --config=configs/sop_metrix.py --workdir=runs/sop_metrix \
+      --config.dataset.data_dir=~/data/Stanford_Online_Products \
+      --config.model.pretrained=~/weights/resnet50-0676ba61.pth
+
+This is `configs/photos_metrix.py:sop,contrastive,feature`. Paper (`../shared/papers/metrix.md` (f), ResNet-50, 512-d):
+R@1 77.5 %; its baseline `configs/sop.py:contrastive`: 74.9 %. Settings, data and weights: the
+docstrings of `configs/photos_metrix.py` and `configs/sop.py`. Argument: `smoke` (seconds, on generated fixtures,
+for tests). Not run here: no data set, weights or GPU on the development machine.
+"""
+
+from metriclearn import config_util
+
+ROW = "sop,contrastive,feature"
+
+
+def get_config(arg: str | None = None):
+  return config_util.sibling_config(__file__, "photos_metrix.py", ",".join([ROW, *([arg] if arg else [])]))

@@ -1,0 +1,19 @@
+r"""Metrix (embed mixing) with the multi-similarity loss on SOP.
+
+  python -m metriclearn.main --config=configs/sop_metrix_ms_embed.py --workdir=runs/sop_metrix_ms_embed \
+      --config.dataset.data_dir=~/data/Stanford_Online_Products \
+      --config.model.pretrained=~/weights/resnet50-0676ba61.pth
+
+This is `configs/photos_metrix.py:sop,ms,embed`. Paper (`../shared/papers/metrix.md` (f), ResNet-50, 512-d):
+R@1 78.5 %; its baseline `configs/sop.py:ms`: 76.9 %. Settings, data and weights: the
+docstrings of `configs/photos_metrix.py` and `configs/sop.py`. Argument: `smoke` (seconds, on generated fixtures,
+for tests). Not run here: no data set, weights or GPU on the development machine.
+"""
+
+from metriclearn import config_util
+
+ROW = "sop,ms,embed"
+
+
+def get_config(arg: str | None = None):
+  return config_util.sibling_config(__file__, "photos_metrix.py", ",".join([ROW, *([arg] if arg else [])]))
