@@ -178,10 +178,11 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
   config.model.name = "small_cnn"
   config.model.embedding_dim = 16
   config.model.pretrained = None
-  config.model.kwargs = dict(widths=(8, 16))
+  config.model.kwargs.widths = (8, 16)
   config.optimizer.frozen_warmup_steps = min(config.optimizer.frozen_warmup_steps, 1)
   if config.optimizer.schedule == "step":
     config.optimizer.decay_steps = 1
   config.eval.batch_size = 16
+  config.eval.ks = tuple(k for k in config.eval.ks if k <= 8)  # the fixtures' galleries are tiny
   config.eval.clustering = True
   config.eval.plots = False
