@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import functools
 
-import matplotlib
+import jax
+import jax.numpy as jnp
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+import numpy as np
 
-matplotlib.use("Agg")  # files only; no display on the machines this runs on
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from metriclearn import distances  # noqa: E402
-from metriclearn import losses  # noqa: E402
-from metriclearn.methods import metrix  # noqa: E402
+from metriclearn import distances
+from metriclearn import losses
+from metriclearn.methods import metrix
 
 
 def positivity_threshold(mix_lambda, *, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5):
@@ -99,7 +95,8 @@ def positivity_curve(embeddings, labels, lambdas, *, alpha: float = 2.0, beta: f
 
 def plot_positivity(curve: dict[str, np.ndarray], path: str, *, title: str = "Metrix positivity (MS loss)") -> str:
   """Writes the empirical and theoretical P(Pos) against λ (the poster's figure, c.7) to `path`; returns `path`."""
-  figure, axis = plt.subplots(figsize=(4.5, 3.5))
+  figure = Figure(figsize=(4.5, 3.5))
+  axis = figure.subplots()
   axis.plot(curve["lambda"], curve["empirical"], "o-", label="empirical (gradient sign)")
   axis.plot(curve["lambda"], curve["theoretical"], "s--", label=r"$F_\lambda$(threshold)")
   axis.set_xlabel(r"$\lambda$")
@@ -109,5 +106,4 @@ def plot_positivity(curve: dict[str, np.ndarray], path: str, *, title: str = "Me
   axis.legend(loc="lower right", fontsize=8)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
-  plt.close(figure)
   return path
