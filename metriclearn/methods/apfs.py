@@ -45,12 +45,16 @@ first step, so the training loop must call `host_update(step)` before it takes t
 otherwise the loader raises a TimeoutError after `plan_wait_timeout_s`. Fresh runs and `class_selection="random"` work
 with either order.
 Note: [L]'s multi-similarity forces samples as anchors; here `anchors` applies to every loss.
+Cross-batch memory (`metriclearn.memory`; our design [I]): the queue holds past embeddings of what the anchors are
+paired with in the restricted loss, and they are extra columns of every anchor row: with samples as anchors, the
+representatives, so a sample also meets the representatives of classes outside its batch (Θ_R constrains all C
+classes, a batch holds P); with representatives as anchors, the samples; under `pair_restriction="full"`, the whole
+batch (plain XBM).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -63,6 +67,7 @@ from metriclearn import data
 from metriclearn import distances
 from metriclearn import labels as labels_lib
 from metriclearn import losses
+from metriclearn import memory
 from metriclearn import optim
 from metriclearn import registry
 from metriclearn.data.apfs_sampler import CLASS_SELECTIONS, APFSSampler, mine_class_neighbors
@@ -158,32 +163,17 @@ def representative_pair_matrices(
   return s[take], y[take], jnp.asarray(valid, jnp.float32)
 
 
-def _matrix_form(loss_name: str, loss_kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
-  """`(metric, normalize, matrix kwargs)` equivalent to the embedding form `losses.LOSSES[loss_name](**loss_kwargs)`."""
-  kwargs = dict(loss_kwargs)
-  squared, normalize = kwargs.pop("squared", False), kwargs.pop("normalize", True)
-  metric = losses.MATRIX_METRIC[loss_name]
-  if squared:
-    metric = "squared_euclidean"
-  elif loss_name == "npair" and not normalize:
-    metric = "dot"  # Sohn 2016's raw inner products
-  accepted = inspect.signature(losses.MATRIX_LOSSES[loss_name]).parameters
-  unknown = sorted(set(kwargs) - set(accepted))
-  if unknown:
-    raise ValueError(f"loss keyword(s) {unknown} of {loss_name!r} have no restricted (matrix) form")
-  return metric, normalize, kwargs
-
-
 def representative_pair_loss(
     loss_name: str, embeddings: jax.Array, labels: jax.Array, num_representatives: int, *,
     pair_restriction: str = "restricted", anchors: str = "samples", representative_pairs: bool = False,
-    **loss_kwargs,
+    ref: memory.Reference | None = None, **loss_kwargs,
 ) -> jax.Array:
   """ℓ_{R_k} of one batch: the registered loss `loss_name` on (sample, representative) pairs only ([L], reading (A)).
 
   `pair_restriction="full"` is reading (B), the registered loss on every pair of the batch (an ablation).
   `loss_kwargs` are the embedding form's keywords (`config.loss.kwargs`): `squared` and `normalize` choose the
-  matrix, the rest go to `losses.<loss>_from_matrix`.
+  matrix, the rest go to `losses.<loss>_from_matrix`. `ref` (a cross-batch memory's entries) adds reference
+  columns to every anchor row.
 
   Returns:
     `f32[]`.
@@ -191,13 +181,17 @@ def representative_pair_loss(
   if loss_name not in SUPPORTED_LOSSES:
     raise ValueError(f"APFS supports the pair losses {list(SUPPORTED_LOSSES)}, got {loss_name!r}")
   if pair_restriction == "full":
-    return losses.LOSSES[loss_name](embeddings, labels, **loss_kwargs)
+    return memory.pair_loss(loss_name, loss_kwargs, embeddings, labels, ref)
   if pair_restriction != "restricted":
     raise ValueError(f"unknown pair_restriction {pair_restriction!r}; valid: {list(PAIR_RESTRICTIONS)}")
-  metric, normalize, matrix_kwargs = _matrix_form(loss_name, loss_kwargs)
+  metric, normalize, matrix_kwargs = memory.matrix_form(loss_name, loss_kwargs)
   s, y, valid = representative_pair_matrices(embeddings, labels, num_representatives, anchors=anchors,
                                              representative_pairs=representative_pairs, metric=metric,
                                              normalize=normalize)
+  if ref is not None:
+    rows = slice(num_representatives, None) if anchors == "samples" else slice(0, num_representatives)
+    s, y, valid = memory.with_reference(s, y, valid, embeddings[rows], labels[rows], ref, metric=metric,
+                                        normalize=normalize)
   return losses.MATRIX_LOSSES[loss_name](s, y, valid, **matrix_kwargs)
 
 
@@ -361,18 +355,35 @@ class APFS:
     embeddings = embed(state.params, state.batch_stats, split)
     return mine_class_neighbors(np.asarray(embeddings), self.classes_per_batch - 1)
 
-  def loss(self, params, batch_stats, batch):
-    """ℓ_{R_k} of one batch (`representative_pair_loss`) and the updated BatchNorm statistics."""
+  def loss(self, params, batch_stats, batch, ref: memory.Reference | None = None):
+    """ℓ_{R_k} of one batch (`representative_pair_loss`, with a memory's `ref` columns if given) and
+    `(new BatchNorm statistics, embeddings)`."""
     embeddings, batch_stats = apply_model(self.model, params, batch_stats, batch["image"], train=True)
     value = representative_pair_loss(self.loss_name, embeddings, batch["label"], self.classes_per_batch,
                                      pair_restriction=self.options.pair_restriction, anchors=self.options.anchors,
-                                     representative_pairs=self.options.representative_pairs, **self.loss_kwargs)
-    return value, batch_stats
+                                     representative_pairs=self.options.representative_pairs, ref=ref,
+                                     **self.loss_kwargs)
+    return value, (batch_stats, embeddings)
+
+  def memory_entries(self, embeddings: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The rows of a batch that a cross-batch memory stores: what the anchors are paired with (module docstring)."""
+    if self.options.pair_restriction == "full":
+      return embeddings, labels
+    num_reps = self.classes_per_batch
+    rows = slice(0, num_reps) if self.options.anchors == "samples" else slice(num_reps, None)
+    return embeddings[rows], labels[rows]
 
   def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation,
                  phase: str = "train"):
     """One step of stage k = ⌊step / T⌋: θ_anchor ← θ at the stage's first step, the gradient of ℓ_{R_k}, then
     `tx` (built by `create_optimizer`) adds λ_k(θ − θ_anchor) before the optimiser."""
+    state, metrics, _ = self.train_step_with_reference(state, batch, tx, phase, None)
+    return state, metrics
+
+  def train_step_with_reference(self, state: TrainState, batch: dict[str, jax.Array],
+                                tx: optax.GradientTransformation, phase: str, ref: memory.Reference | None):
+    """`train_step` with a memory's `ref` as extra loss columns; also returns the entries to enqueue
+    (`memory_entries`)."""
     del phase  # one phase
     if self.representative_lifetime is None:
       raise ValueError("APFS needs T: set config.method.kwargs.representative_lifetime or build the sampler first "
@@ -383,8 +394,8 @@ class APFS:
     anchor = jax.tree.map(lambda a, p: jnp.where(stage_starts, p, a), state.method_state["anchor_params"],
                           state.params)
     weight = jnp.where(step >= lifetime, self.options.proximal_weight, 0.0).astype(jnp.float32)
-    (pair_loss, batch_stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params, state.batch_stats, batch)
+    (pair_loss, (batch_stats, embeddings)), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, state.batch_stats, batch, ref)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, proximal_anchor=anchor,
                                    proximal_weight=weight)
     mask = self.proximal_mask(state.params)
@@ -393,8 +404,9 @@ class APFS:
     proximal_term = 0.5 * weight * squared_distance
     state = state.replace(step=step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
                           batch_stats=batch_stats, method_state={**state.method_state, "anchor_params": anchor})
-    return state, {"loss": pair_loss + proximal_term, "pair_loss": pair_loss, "proximal_term": proximal_term,
-                   "grad_norm": optax.tree.norm(grads), "stage": (step // lifetime).astype(jnp.float32)}
+    metrics = {"loss": pair_loss + proximal_term, "pair_loss": pair_loss, "proximal_term": proximal_term,
+               "grad_norm": optax.tree.norm(grads), "stage": (step // lifetime).astype(jnp.float32)}
+    return state, metrics, self.memory_entries(embeddings, batch["label"])
 
 
 __all__ = ["ANCHORS", "APFS", "APFSOptions", "PAIR_RESTRICTIONS", "SUPPORTED_LOSSES", "batchnorm_modules",

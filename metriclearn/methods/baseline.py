@@ -1,4 +1,7 @@
-"""The baseline method: a registered loss (DESIGN §3) on the embeddings of the batch, one optax update per step."""
+"""The baseline method: a registered loss (DESIGN §3) on the embeddings of the batch, one optax update per step.
+
+With a cross-batch memory (`metriclearn.memory`), the loss also takes the memory's entries as reference columns.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from metriclearn import losses
+from metriclearn import memory
 from metriclearn import registry
 from metriclearn.state import TrainState, model_params
 
@@ -44,9 +48,9 @@ class Baseline:
     self.num_classes = num_classes
     self.loss_name = config.loss.name
     loss_fn = registry.lookup(losses.LOSSES, self.loss_name, "loss")
-    kwargs = dict(config.loss.get("kwargs", {}))
-    registry.check_kwargs(loss_fn, kwargs, f"loss {self.loss_name!r}")
-    self.loss_fn = functools.partial(loss_fn, **kwargs)
+    self.loss_kwargs = dict(config.loss.get("kwargs", {}))
+    registry.check_kwargs(loss_fn, self.loss_kwargs, f"loss {self.loss_name!r}")
+    self.loss_fn = functools.partial(loss_fn, **self.loss_kwargs)
 
   def init(self, rng: jax.Array, images: jax.Array):
     """`(params, batch_stats, method_state)` for a model that sees batches like `images`."""
@@ -57,21 +61,27 @@ class Baseline:
       params["loss"] = {"proxies": init_proxies(proxy_rng, self.num_classes, self.model.embedding_dim)}
     return params, variables.get("batch_stats", {}), {}
 
-  def loss(self, params, batch_stats, batch, rng):
-    """The loss of one batch and the updated BatchNorm statistics."""
+  def loss(self, params, batch_stats, batch, rng, ref: memory.Reference | None = None):
+    """The loss of one batch (with `ref`: and the memory's columns) and `(new BatchNorm statistics, embeddings)`."""
     del rng  # the baseline is deterministic given the batch
     embeddings, batch_stats = apply_model(self.model, params, batch_stats, batch["image"], train=True)
     if self.loss_name == "proxy_anchor":
       value = self.loss_fn(embeddings, batch["label"], params["loss"]["proxies"])
     else:
-      value = self.loss_fn(embeddings, batch["label"])
-    return value, batch_stats
+      value = memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, batch["label"], ref)
+    return value, (batch_stats, embeddings)
+
+  def train_step_with_reference(self, state: TrainState, batch: dict[str, jax.Array],
+                                tx: optax.GradientTransformation, phase: str, ref: memory.Reference | None):
+    """`train_step` with the memory's `ref` as extra loss columns; also returns the entries to enqueue (the batch)."""
+    del phase  # one phase
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, (batch_stats, embeddings)), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, state.batch_stats, batch, rng, ref)
+    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}, (embeddings, batch["label"])
 
   def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation,
                  phase: str = "train"):
-    del phase  # one phase
-    rng = jax.random.fold_in(state.rng, state.step)
-    (loss, batch_stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params, state.batch_stats, batch, rng)
-    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
-    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    state, metrics, _ = self.train_step_with_reference(state, batch, tx, phase, None)
+    return state, metrics

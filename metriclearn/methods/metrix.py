@@ -50,6 +50,9 @@ one over all anchors; `mean_over_mixed_anchors=False` for all); contrastive aver
 Proxy anchor (c.2–c.3 [I]): proxies are the anchors (rows); the mixed examples are mix_λ(x, n) for every batch example
 x (positive–negative branch: x has a same-class partner in the batch; anchor–negative: x has none) and its negatives
 n, one column each, labelled mix_λ(1[y=c], 1[y'=c]) for proxy c.
+Cross-batch memory (`metriclearn.memory`; our design): the memory's entries are extra clean reference columns of the
+clean loss; the mixed examples still come from the batch alone, and the memory stores the clean batch embeddings.
+Proxy anchor has no use for a memory (its anchors are the proxies).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ import optax
 from metriclearn import distances
 from metriclearn import labels as labels_lib
 from metriclearn import losses
+from metriclearn import memory
 from metriclearn import reducers
 from metriclearn import registry
 from metriclearn.methods.baseline import Baseline, apply_gradients, apply_model
@@ -322,7 +326,7 @@ class Metrix:
     return embeddings.reshape(first.shape + second.shape[1:] + embeddings.shape[-1:]), batch_stats
 
   def loss(self, params, batch_stats, batch, rng, mix_lambda: jax.Array | None = None,
-           use_positive_negative: jax.Array | None = None):
+           use_positive_negative: jax.Array | None = None, ref: memory.Reference | None = None):
     """L = L_clean + w·L_mix for one batch (c.3, c.6).
 
     Args:
@@ -330,10 +334,18 @@ class Metrix:
       batch: `{"image": f[B, ...], "label": i[B]}`.
       rng: the step's key; λ and the coin are drawn from it unless given.
       mix_lambda, use_positive_negative: fixed λ and coin (tests).
+      ref: a cross-batch memory's entries, extra reference columns of the clean loss.
 
     Returns:
       `(loss, (batch_stats, metrics))`.
     """
+    total, (new_batch_stats, metrics, _) = self.loss_and_embeddings(params, batch_stats, batch, rng, mix_lambda,
+                                                                     use_positive_negative, ref)
+    return total, (new_batch_stats, metrics)
+
+  def loss_and_embeddings(self, params, batch_stats, batch, rng, mix_lambda: jax.Array | None = None,
+                          use_positive_negative: jax.Array | None = None, ref: memory.Reference | None = None):
+    """`loss` that also returns the clean embeddings: `(loss, (batch_stats, metrics, embeddings))`."""
     options = self.options
     lambda_rng, coin_rng = jax.random.split(rng)
     if mix_lambda is None:
@@ -349,7 +361,7 @@ class Metrix:
     else:
       embeddings, new_batch_stats = apply_model(self.model, params, batch_stats, images, train=True)
       sources = images
-    clean_loss = self._clean_loss(params, embeddings, labels)
+    clean_loss = self._clean_loss(params, embeddings, labels, ref)
 
     proxy_anchor = self.loss_name == "proxy_anchor"
     has_positive = jnp.any((labels[:, None] == labels[None, :]) & ~jnp.eye(labels.shape[0], dtype=bool), axis=1)
@@ -399,22 +411,30 @@ class Metrix:
     metrics = {"clean_loss": clean_loss, "mixed_loss": mix_loss, "mix_lambda": mix_lambda,
                "mixed_pairs": jnp.sum(slots.valid.astype(jnp.float32)),
                "positive_negative_rows": jnp.sum((row_active & has_positive).astype(jnp.float32))}
-    return total, (new_batch_stats, metrics)
+    return total, (new_batch_stats, metrics, embeddings)
 
-  def _clean_loss(self, params, embeddings: jax.Array, labels: jax.Array) -> jax.Array:
+  def _clean_loss(self, params, embeddings: jax.Array, labels: jax.Array,
+                  ref: memory.Reference | None) -> jax.Array:
     if self.loss_name == "proxy_anchor":
       return self.baseline.loss_fn(embeddings, labels, params["loss"]["proxies"])
-    return self.baseline.loss_fn(embeddings, labels)
+    return memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, labels, ref)
+
+  def train_step_with_reference(self, state: TrainState, batch: dict[str, jax.Array],
+                                tx: optax.GradientTransformation, phase: str, ref: memory.Reference | None):
+    """`train_step` with a memory's `ref` as extra clean columns; also returns the entries to enqueue (the clean
+    batch)."""
+    del phase  # one phase
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, (batch_stats, metrics, embeddings)), grads = jax.value_and_grad(self.loss_and_embeddings, has_aux=True)(
+        state.params, state.batch_stats, batch, rng, None, None, ref)
+    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}, (embeddings, batch["label"])
 
   def train_step(self, state: TrainState, batch: dict[str, jax.Array], tx: optax.GradientTransformation,
                  phase: str = "train"):
     """One step: λ and the coin from `fold_in(state.rng, step)`, gradient of L_clean + w·L_mix, one optax update."""
-    del phase  # one phase
-    rng = jax.random.fold_in(state.rng, state.step)
-    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params, state.batch_stats, batch, rng)
-    state = apply_gradients(state, grads, tx, batch_stats=batch_stats)
-    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+    state, metrics, _ = self.train_step_with_reference(state, batch, tx, phase, None)
+    return state, metrics
 
 
 __all__ = ["BRANCHES", "SPACES", "SUPPORTED_LOSSES", "Metrix", "MetrixOptions", "MixingSlots", "active_rows",
