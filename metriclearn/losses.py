@@ -8,7 +8,8 @@ Every loss exists in two forms (DESIGN §2–§3):
   distance or similarity of anchor a and candidate x, `y` the **soft** pair label in [0, 1], `valid` the 0/1 mask of
   pairs that exist. With binary `y` these are the textbook losses; with soft `y` they are the Metrix losses
   (Venkataramanan et al. 2022, eq. c.3: each candidate contributes y·ρ⁺ to the positive part and (1−y)·ρ⁻ to the
-  negative part of its anchor's loss). Methods (Metrix, DAML, AML, APFS) only build matrices and call these.
+  negative part of its anchor's loss). Methods (Metrix, DAML, AML, APFS) only build matrices and call these;
+`matrix_form(name, kwargs)` translates an embedding form's keywords into the matrix form's.
 
 With their defaults, values and gradients equal pytorch-metric-learning's (PML 2.x) for the same settings:
 `normalize=True` L2-normalises inside the loss as PML's distances do, hinge losses average their strictly positive
@@ -16,6 +17,8 @@ terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's m
 """
 
 from __future__ import annotations
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -500,3 +503,22 @@ MATRIX_METRIC = {
     "lifted_structure": "euclidean",
     "generalized_lifted_structure": "euclidean",
 }
+
+
+def matrix_form(loss_name: str, loss_kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+  """`(metric, normalize, matrix kwargs)` equivalent to the embedding form `LOSSES[loss_name](**loss_kwargs)`.
+
+  The embedding form's `squared` and `normalize` choose the matrix `s`; the rest go to `<loss>_from_matrix`.
+  """
+  kwargs = dict(loss_kwargs)
+  squared, normalize = kwargs.pop("squared", False), kwargs.pop("normalize", True)
+  metric = MATRIX_METRIC[loss_name]
+  if squared:
+    metric = "squared_euclidean"
+  elif loss_name == "npair" and not normalize:
+    metric = "dot"  # Sohn 2016's raw inner products
+  accepted = inspect.signature(MATRIX_LOSSES[loss_name]).parameters
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(f"loss keyword(s) {unknown} of {loss_name!r} have no matrix form")
+  return metric, normalize, kwargs

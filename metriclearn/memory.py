@@ -127,25 +127,6 @@ def reference(queue: dict[str, jax.Array], step: jax.Array, *, warmup_steps: int
 # Reference columns in the losses.
 
 
-def matrix_form(loss_name: str, loss_kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
-  """`(metric, normalize, matrix kwargs)` equivalent to the embedding form `losses.LOSSES[loss_name](**loss_kwargs)`.
-
-  The embedding form's `squared` and `normalize` choose the matrix `s`; the rest go to `losses.<loss>_from_matrix`.
-  """
-  kwargs = dict(loss_kwargs)
-  squared, normalize = kwargs.pop("squared", False), kwargs.pop("normalize", True)
-  metric = losses.MATRIX_METRIC[loss_name]
-  if squared:
-    metric = "squared_euclidean"
-  elif loss_name == "npair" and not normalize:
-    metric = "dot"  # Sohn 2016's raw inner products
-  accepted = inspect.signature(losses.MATRIX_LOSSES[loss_name]).parameters
-  unknown = sorted(set(kwargs) - set(accepted))
-  if unknown:
-    raise ValueError(f"loss keyword(s) {unknown} of {loss_name!r} have no matrix form")
-  return metric, normalize, kwargs
-
-
 def with_reference(s: jax.Array, y: jax.Array, valid: jax.Array, anchors: jax.Array, anchor_labels: jax.Array,
                    ref: Reference, *, metric: str, normalize: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(s, y, valid)` of the anchors against their candidates, followed by the `S` reference columns.
@@ -181,7 +162,7 @@ def pair_loss(loss_name: str, loss_kwargs: dict[str, Any], embeddings: jax.Array
     return losses.LOSSES[loss_name](embeddings, labels, **loss_kwargs)
   if loss_name not in SUPPORTED_LOSSES:
     raise ValueError(f"a cross-batch memory works with the losses {list(SUPPORTED_LOSSES)}, got {loss_name!r}")
-  metric, normalize, matrix_kwargs = matrix_form(loss_name, loss_kwargs)
+  metric, normalize, matrix_kwargs = losses.matrix_form(loss_name, loss_kwargs)
   s, y, valid = losses.batch_matrices(embeddings, labels, metric=metric, normalize=normalize)
   s, y, valid = with_reference(s, y, valid, embeddings, labels, ref, metric=metric, normalize=normalize)
   return losses.MATRIX_LOSSES[loss_name](s, y, valid, **matrix_kwargs)
@@ -236,5 +217,5 @@ class CrossBatchMemory:
     return state.replace(method_state={**state.method_state, "memory": queue}), metrics
 
 
-__all__ = ["SUPPORTED_LOSSES", "CrossBatchMemory", "Reference", "enqueue", "init", "matrix_form", "pair_loss",
+__all__ = ["SUPPORTED_LOSSES", "CrossBatchMemory", "Reference", "enqueue", "init", "pair_loss",
            "reference", "with_reference"]

@@ -184,7 +184,7 @@ def representative_pair_loss(
     return memory.pair_loss(loss_name, loss_kwargs, embeddings, labels, ref)
   if pair_restriction != "restricted":
     raise ValueError(f"unknown pair_restriction {pair_restriction!r}; valid: {list(PAIR_RESTRICTIONS)}")
-  metric, normalize, matrix_kwargs = memory.matrix_form(loss_name, loss_kwargs)
+  metric, normalize, matrix_kwargs = losses.matrix_form(loss_name, loss_kwargs)
   s, y, valid = representative_pair_matrices(embeddings, labels, num_representatives, anchors=anchors,
                                              representative_pairs=representative_pairs, metric=metric,
                                              normalize=normalize)
