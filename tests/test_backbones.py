@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import sys
 
 import flax.linen as flax_nn
 import jax
@@ -419,17 +420,18 @@ def test_pth_file_with_wrapper_and_dataparallel_prefix_converted_to_npz(tmp_path
 
 
 def test_safetensors_file(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top (a dev extra)
   path = os.path.join(tmp_path, "model.safetensors")
-  try:
-    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    # Not installed here: the file type is still recognised, and the error says what to install.
-    open(path, "wb").close()
-    with pytest.raises(ImportError, match="pip install safetensors"):
-      weights.read_state_dict(path, "resnet18")
-    return
   save_file(resnet18_state_dict(), path)
   jax.tree.map(np.testing.assert_array_equal, weights.read_state_dict(path, "resnet18"), resnet18_state_dict())
+
+
+def test_safetensors_without_the_package_says_what_to_install(tmp_path, monkeypatch):
+  path = os.path.join(tmp_path, "model.safetensors")
+  open(path, "wb").close()
+  monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # as if not installed
+  with pytest.raises(ImportError, match="pip install safetensors"):
+    weights.read_state_dict(path, "resnet18")
 
 
 def test_linear_layers_are_transposed_like_torch():
