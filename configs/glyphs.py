@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       pretrained=ml_collections.config_dict.placeholder(str), kwargs={})
   config.loss = dict(name="multi_similarity", kwargs=dict(alpha=2.0, beta=50.0, base=0.5))
   config.method = dict(name="baseline", kwargs={})
+  config.memory = dict(size=0, warmup_steps=0)  # cross-batch memory: off (`metriclearn.memory`)
 
   config.optimizer = optim.default_config()
   config.optimizer.name = "adam"

@@ -5,8 +5,8 @@ with a memory of the last 1,024 embeddings (8 batches of 128) from step 300 of 6
 
 `:smoke` shrinks the run to seconds for tests (a memory of 64 = 2 batches of 32 from the second step, so it wraps
 around). Everything else is the baseline's, so `configs/glyphs.py` with the same seed is the comparison; the memory
-composes with Metrix and APFS (add `config.memory` to their recipes, or `--config.method.name=...`), and
-`--config.memory.size=0` turns it off. Method and the paper's choices: `metriclearn.memory` (Wang et al. 2020).
+composes with Metrix and APFS (every recipe has `config.memory`, off: e.g. `configs/glyphs_metrix.py
+--config.memory.size=1024 --config.memory.warmup_steps=300`), and `--config.memory.size=0` turns it off. Method and the paper's choices: `metriclearn.memory` (Wang et al. 2020).
 
 Choice of the warm-up: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
 2026-11-24 — R@1 / MAP@R:
@@ -34,5 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = config_util.sibling_config(__file__, "glyphs.py", arg or None)
   config.name = "glyphs_xbm"
   smoke = arg == "smoke"
-  config.memory = dict(size=64 if smoke else 1024, warmup_steps=1 if smoke else 300)
+  config.memory.size = 64 if smoke else 1024
+  config.memory.warmup_steps = 1 if smoke else 300
   return config

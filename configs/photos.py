@@ -105,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       val_fold=placeholder(int)))
   config.loss = dict(_LOSS_CONFIGS[loss])
   config.method = dict(name="baseline", kwargs={})
+  config.memory = dict(size=0, warmup_steps=0)  # cross-batch memory: off (`metriclearn.memory`)
   config.optimizer = optim.default_config()
   config.eval = dict(batch_size=256, ks=RECALL_KS[dataset], metric="cosine", clustering=dataset in ("cub", "cars"),
                      baselines=True, plots=True, utilization=False)
