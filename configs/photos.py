@@ -12,8 +12,8 @@ Where each setting comes from (`../shared/papers/`):
   baselines in `PUBLISHED`: ResNet-50 (torchvision), GAP+GMP, 512-d, batch 100 (CUB/Cars: random batches; SOP,
   In-Shop: 20 classes × 5), RandomResizedCrop 224 + flip, Adam with coupled weight decay 1e-4, gradient clipping by
   value 10, a step schedule per data set and loss, and the first epochs training only the head (the code's "warm").
-  The MS values are those of the Metrix code (the Reality-Check ones): α 17.97, β 75.66, base 0.77.
-  Departure: the code's MS miner (ε = 0.39) is not applied; the loss weights all pairs through its log-sum-exps.
+  The MS values are those of the Metrix code (the Reality-Check ones): α 17.97, β 75.66, base 0.77, with its
+  multi-similarity miner, ε = 0.39 (`losses.multi_similarity_miner`).
 * `triplet`: the DAML paper's triplet baseline (`daml.md` (e)): GoogLeNet (torchvision), 512-d, 40 triplets per
   batch with all classes distinct, resize 256² → random 224 crop + flip, margin γ = 1 (on distances between unit
   vectors), 20,000 iterations. The paper gives no optimiser; Adam 1e-5 with the new head at 10× (the paper's "new FC
@@ -72,7 +72,7 @@ TRIPLET_STEPS = 20_000
 
 _LOSS_CONFIGS = {
     "contrastive": dict(name="contrastive", kwargs=dict(pos_margin=0.0, neg_margin=0.5)),
-    "ms": dict(name="multi_similarity", kwargs=dict(alpha=17.97, beta=75.66, base=0.77)),
+    "ms": dict(name="multi_similarity", kwargs=dict(alpha=17.97, beta=75.66, base=0.77, miner_epsilon=0.39)),
     "pa": dict(name="proxy_anchor", kwargs=dict(margin=0.1, alpha=32.0)),
     "triplet": dict(name="triplet", kwargs=dict(margin=1.0, squared=False)),
 }

@@ -233,6 +233,28 @@ def triplet(
 # Multi-similarity (Wang et al. 2019) and proxy anchor (Kim et al. 2020).
 
 
+def multi_similarity_miner(similarity: jax.Array, y: jax.Array, valid: jax.Array, *, epsilon: float) -> jax.Array:
+  """The pairs multi-similarity mining keeps (Wang et al. 2019, eqs. 5–6; PML `MultiSimilarityMiner`): `valid` of
+  the informative pairs.
+
+  Per anchor a, a negative n is kept if s_an + ε > min_p s_ap and a positive p if s_ap − ε < max_n s_an, over the
+  anchor's valid positives (y = 1) and negatives (y = 0). An anchor without positives keeps no negative and one
+  without negatives keeps no positive, as in PML. Pairs with a soft label 0 < y < 1 (Metrix's mixed columns) are
+  not mined and stay valid: our extension, the paper mines hard-labelled pairs only.
+
+  Returns:
+    `f32[A, B]`, the new `valid`.
+  """
+  _check_matrices(similarity, y, valid)
+  similarity = jax.lax.stop_gradient(similarity.astype(jnp.float32))
+  valid = valid.astype(bool)
+  pos, neg = valid & (y >= 1), valid & (y <= 0)
+  max_neg = jnp.max(jnp.where(neg, similarity, -jnp.inf), axis=1, keepdims=True)
+  min_pos = jnp.min(jnp.where(pos, similarity, jnp.inf), axis=1, keepdims=True)
+  hard = (pos & (similarity - epsilon < max_neg)) | (neg & (similarity + epsilon > min_pos))
+  return (hard | (valid & ~pos & ~neg)).astype(jnp.float32)
+
+
 def multi_similarity_from_matrix(
     similarity: jax.Array,
     y: jax.Array,
@@ -241,12 +263,16 @@ def multi_similarity_from_matrix(
     alpha: float = 2.0,
     beta: float = 50.0,
     base: float = 0.5,
+    miner_epsilon: float | None = None,
 ) -> jax.Array:
   """Multi-similarity loss over a similarity matrix with soft labels (Wang et al. 2019, eq. 8; Metrix eq. c.3).
 
   Per anchor: (1/α)·log(1 + Σ_x y·e^{−α(s−base)}) + (1/β)·log(1 + Σ_x (1−y)·e^{β(s−base)}); mean over all anchors.
+  `miner_epsilon`: first keep only the pairs `multi_similarity_miner` selects (the paper's mining, eqs. 5–6).
   """
   _check_matrices(similarity, y, valid)
+  if miner_epsilon is not None:
+    valid = multi_similarity_miner(similarity, y, valid, epsilon=miner_epsilon)
   pos_weight, neg_weight = _pair_weights(y, valid)
   similarity = similarity.astype(jnp.float32)
   pos = reducers.masked_logsumexp(-alpha * (similarity - base), pos_weight, add_one=True) / alpha
@@ -261,12 +287,14 @@ def multi_similarity(
     alpha: float = 2.0,
     beta: float = 50.0,
     base: float = 0.5,
+    miner_epsilon: float | None = None,
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
 ) -> jax.Array:
-  """Multi-similarity loss on cosine similarities of all pairs (PML `MultiSimilarityLoss`, no miner)."""
+  """Multi-similarity loss on cosine similarities of all pairs (PML `MultiSimilarityLoss`); with `miner_epsilon`,
+  on the pairs PML's `MultiSimilarityMiner(epsilon)` selects."""
   s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="cosine", normalize=True)
-  return multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base)
+  return multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base, miner_epsilon=miner_epsilon)
 
 
 def proxy_anchor_from_matrix(

@@ -19,6 +19,7 @@ import pytest
 import torch
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
 
 from metriclearn import losses
 
@@ -52,6 +53,12 @@ _CONFIGS = {
         {"alpha": 1.0, "beta": 10.0, "base": 0.2},
         lambda: pml_losses.MultiSimilarityLoss(alpha=1.0, beta=10.0, base=0.2),
     ),
+    "multi_similarity_mined": (
+        losses.multi_similarity,
+        {"alpha": 17.97, "beta": 75.66, "base": 0.77, "miner_epsilon": 0.39},  # the Metrix code's MS
+        lambda: _Mined(pml_losses.MultiSimilarityLoss(alpha=17.97, beta=75.66, base=0.77),
+                       pml_miners.MultiSimilarityMiner(epsilon=0.39)),
+    ),
     "proxy_anchor": (losses.proxy_anchor, {}, None),  # PML's loss holds the proxies: built per batch in `_pml`.
     "npair": (losses.npair, {}, pml_losses.NPairsLoss),
     "lifted_structure": (losses.lifted_structure, {}, pml_losses.LiftedStructureLoss),
@@ -62,6 +69,16 @@ _CONFIGS = {
     ),
 }
 _DEFAULT_CONFIGS = [name for name in _CONFIGS if name in losses.LOSSES]
+
+
+class _Mined:
+  """A PML loss on the pairs a PML miner selects, called as a plain loss."""
+
+  def __init__(self, loss, miner):
+    self.loss, self.miner = loss, miner
+
+  def __call__(self, embeddings, labels):
+    return self.loss(embeddings, labels, self.miner(embeddings, labels))
 assert sorted(_DEFAULT_CONFIGS) == sorted(losses.LOSSES)
 
 
@@ -718,3 +735,28 @@ def test_distance_zero_is_exact_inside_losses():
   assert np.all(np.diagonal(s) == 0.0)
   for i, j in [(0, 1), (2, 3), (0, 10), (11, 12)]:
     assert s[i, j] == 0.0 and s[j, i] == 0.0
+
+
+def test_multi_similarity_miner_on_a_hand_example():
+  """One anchor: positives at s = 0.9, 0.5 and negatives at s = 0.6, 0.1 (ε = 0.1). Keep the positive with
+  s − ε < max_n s = 0.6 (0.5, not 0.9) and the negative with s + ε > min_p s = 0.5 (0.6, not 0.1); a soft pair
+  (y = 0.3) stays; an anchor without negatives keeps nothing."""
+  s = jnp.array([[0.9, 0.5, 0.6, 0.1, 0.2], [0.9, 0.5, 0.6, 0.1, 0.2]])
+  y = jnp.array([[1.0, 1.0, 0.0, 0.0, 0.3], [1.0, 1.0, 1.0, 1.0, 1.0]])
+  valid = jnp.ones_like(s)
+  mined = losses.multi_similarity_miner(s, y, valid, epsilon=0.1)
+  np.testing.assert_array_equal(mined, [[0, 1, 1, 0, 1], [0, 0, 0, 0, 0]])
+
+
+def test_mining_changes_the_loss_on_a_clustered_batch():
+  """4 noisy clusters: the miner keeps some pairs and drops others, so the loss drops but stays positive."""
+  rng = np.random.default_rng(3)
+  labels = np.repeat(np.arange(4), 6)
+  embeddings = np.eye(8, dtype=np.float32)[labels] + 0.6 * rng.normal(size=(24, 8)).astype(np.float32)
+  s, y, valid = losses.batch_matrices(jnp.asarray(embeddings), jnp.asarray(labels), metric="cosine")
+  kept = float(jnp.sum(losses.multi_similarity_miner(s, y, valid, epsilon=0.1)))
+  assert 0 < kept < float(jnp.sum(valid))
+  kwargs = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
+  mined = losses.multi_similarity(jnp.asarray(embeddings), jnp.asarray(labels), miner_epsilon=0.1, **kwargs)
+  plain = losses.multi_similarity(jnp.asarray(embeddings), jnp.asarray(labels), **kwargs)
+  assert 0 < float(mined) < float(plain)  # dropping pairs only removes terms from each log(1 + Σ …)

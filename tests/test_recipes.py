@@ -110,7 +110,7 @@ def test_full_settings_follow_the_papers():
   ms = _load("cub.py", "ms")
   assert (ms.model.name, ms.model.embedding_dim, ms.model.pooling) == ("resnet50", 512, "gap+gmp")
   assert (ms.batch_size, ms.sampler.name) == (100, "random")
-  assert dict(ms.loss.kwargs) == dict(alpha=17.97, beta=75.66, base=0.77)
+  assert dict(ms.loss.kwargs) == dict(alpha=17.97, beta=75.66, base=0.77, miner_epsilon=0.39)
   assert (ms.optimizer.learning_rate, ms.optimizer.gamma, ms.optimizer.weight_decay) == (1e-4, 0.5, 1e-4)
   assert ms.optimizer.decay_steps == 5 * 59 and ms.num_steps == 60 * 59  # StepLR 5 epochs; 5,864 / 100 per epoch
   sop = _load("sop.py", "pa")
