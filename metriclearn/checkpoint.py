@@ -14,13 +14,20 @@ class Checkpointer:
 
   Saves are asynchronous; `close()` waits for the last one. A save interrupted by SIGKILL leaves a temporary
   directory that `latest_step()` ignores, so a resumed run starts from the previous complete checkpoint.
+
+  Multi-host: every process calls `save` and `restore` (orbax writes each process's shards and synchronises the
+  processes), so the directory must be one that every host reaches at the same path.
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    # Orbax names its cross-process barriers by step; two managers saving the same step at once (the latest and the
+    # best checkpoint) would meet at one barrier and time out, so each prefixes its barriers with its directory.
+    multiprocessing = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=self.directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True,
+                                             multiprocessing_options=multiprocessing),
     )
 
   def latest_step(self) -> int | None:

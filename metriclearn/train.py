@@ -5,6 +5,12 @@ config → dataset → sampler → loader (host prefetch) → device (batch shar
 latest one and reproduces the uninterrupted run exactly: batches are a pure function of (seed, step) and every
 step's randomness is `fold_in(rng, step)`.
 
+Multi-host (DESIGN §7; `main.py` starts JAX's distributed runtime): every process runs this same program. Each loads
+only its contiguous share of every global batch (its devices hold exactly those rows of mesh axis "data") and the
+global batch is assembled with `jax.make_array_from_process_local_data`; evaluation embeds each process's share and
+gathers the embeddings, so every process computes the same metrics. Checkpoints are collective (every process calls
+orbax's save and restore); metrics.jsonl, TensorBoard events, plots and results.json are written by process 0 alone.
+
 A method (see `methods/__init__.py`) must provide `init` and `train_step`; these hooks are optional:
 
 * `phase(step) -> str`: which phase `step` belongs to (DAML: "pretrain", then "joint"). `train_step` receives it as a
@@ -33,6 +39,7 @@ import numpy as np
 import tqdm
 from absl import logging
 from tensorboardX import SummaryWriter
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -95,6 +102,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key} must be a positive integer, got {config[key]}")
   num_devices = jax.device_count()
+  if num_devices != jax.process_count() * jax.local_device_count():
+    raise ValueError(f"every process must have the same number of devices; this one has {jax.local_device_count()} "
+                     f"of {num_devices} devices over {jax.process_count()} processes")
   if config.batch_size % num_devices:
     raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of devices ({num_devices}) "
                      "so that each device gets an equal share of the batch")
@@ -109,12 +119,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def embed_split(embed_fn, split: data.Split, batch_size: int, sharding: NamedSharding, *, mean=None,
                 std=None) -> np.ndarray:
-  """`f32[N, D]` embeddings of a whole split, in order, with fixed-size batches (one compilation)."""
+  """`f32[N, D]` embeddings of a whole split, in order, with fixed-size batches (one compilation).
+
+  Each process loads its share of every batch; the embeddings of the whole batch are gathered to every process.
+  """
   chunks = []
-  for batch in loader_lib.eval_batches(split, batch_size, mean=mean, std=std):
-    images = jax.device_put(batch["image"], sharding)
-    chunks.append(np.asarray(embed_fn(images))[batch["mask"]])
-  return np.concatenate(chunks).astype(np.float32)
+  for batch in loader_lib.eval_batches(split, batch_size, mean=mean, std=std, process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+    images = jax.make_array_from_process_local_data(sharding, batch["image"])
+    chunks.append(multihost_utils.process_allgather(embed_fn(images), tiled=True))
+  return np.concatenate(chunks)[: len(split)].astype(np.float32)  # the padding is the last batch's last rows
 
 
 def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, eval_config, *, clustering: bool,
@@ -135,22 +149,29 @@ def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, eval_config,
 
 class JsonlLog:
   """`workdir/metrics.jsonl`, one JSON object per logged step or evaluation; on resume, lines after the restored
-  step are dropped (they are recomputed identically)."""
+  step are dropped (they are recomputed identically).
 
-  def __init__(self, path: str, resume_step: int):
-    self.path = path
+  Every process keeps the records (the best-checkpoint selection reads them); only the one with `enabled` writes.
+  """
+
+  def __init__(self, path: str, resume_step: int, *, enabled: bool = True):
+    self.path, self.enabled = path, enabled
     records = []
     if os.path.exists(path):
       with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
     self.records = [r for r in records if r["step"] <= resume_step]
-    with open(path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in self.records)
+    if jax.process_count() > 1:  # every process has read the file before process 0 rewrites it
+      multihost_utils.sync_global_devices("metriclearn: metrics.jsonl read")
+    if enabled:
+      with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in self.records)
 
   def write(self, record: dict) -> None:
     self.records.append(record)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 class ScalarWriter:
@@ -213,8 +234,28 @@ class StepContext:
 
 def create_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device, axis "data". Auto axes: the compiler places the collectives, so a loss written
-  for one device sees the global batch (all pairs across devices) with no axis named in its code (DESIGN §7)."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  for one device sees the global batch (all pairs across devices) with no axis named in its code (DESIGN §7).
+
+  Multi-host: the devices are grouped by process (keeping `jax.make_mesh`'s order within a process), so process p's
+  devices hold rows `[p · B/P, (p + 1) · B/P)` of a batch of B, the share its loader reads.
+  """
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  if jax.process_count() == 1:
+    return mesh
+  devices = sorted(mesh.devices.flat, key=lambda device: device.process_index)  # stable: within-process order kept
+  return jax.sharding.Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+  """`tree` placed on the replicated `sharding`, whose devices may span processes. Typed PRNG keys travel as their
+  key data: `jax.device_put` refuses a key array for devices of other processes."""
+
+  def put(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
+
+  return jax.tree.map(put, tree)
 
 
 def create_state(config, method, tx, sample_images, rng) -> TrainState:
@@ -239,6 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   validate_config(config)
   start_time = time.time()
+  is_main_process = jax.process_index() == 0  # the one that writes logs, plots and results.json
   os.makedirs(workdir, exist_ok=True)
 
   # Data: everything on the host is a pure function of (seed, step).
@@ -256,24 +298,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
                                     **dict(config.sampler.get("kwargs", {})))
-  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
-                                   mean=dataset.mean, std=dataset.std)
+
+  def make_loader(process_index: int = 0, process_count: int = 1) -> loader_lib.Loader:
+    return loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
+                             mean=dataset.mean, std=dataset.std, process_index=process_index,
+                             process_count=process_count)
+
+  train_loader = make_loader(jax.process_index(), jax.process_count())  # this process's rows of each batch
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  sample_images = jnp.asarray(train_loader.batch(0)["image"][:2])
+  # Every process initialises from the same images, the first rows of the global batch 0.
+  sample_loader = train_loader if jax.process_count() == 1 else make_loader()
+  sample_images = jnp.asarray(sample_loader.batch(0)["image"][:2])
   init_rng = jax.random.key(config.seed)
   params_shape = jax.eval_shape(lambda: method.init(init_rng, sample_images)[0])
   create_optimizer = getattr(method, "create_optimizer", optim.create_optimizer)
   tx = create_optimizer(config.optimizer, params_shape)
-  state = jax.device_put(create_state(config, method, tx, sample_images, init_rng), replicated)
+  state = replicate(create_state(config, method, tx, sample_images, init_rng), replicated)
 
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
   start_step = checkpointer.latest_step() or 0
   if start_step:
     state = checkpointer.restore(start_step, state)
     logging.info("Resumed from the checkpoint at step %d in %s", start_step, checkpointer.directory)
-  log = JsonlLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start_step)
-  writer = ScalarWriter(workdir, enabled=jax.process_index() == 0)
+  log = JsonlLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start_step, enabled=is_main_process)
+  writer = ScalarWriter(workdir, enabled=is_main_process)
 
   phase_of = getattr(method, "phase", lambda step: "train")
   train_step = jax.jit(lambda s, b, phase: method.train_step(s, b, tx, phase), static_argnums=2,
@@ -310,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
   last_loss = float("nan")
   progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                       disable=jax.process_index() > 0,
+                       disable=not is_main_process,
                        mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
   for step in range(start_step + 1, config.num_steps + 1):
@@ -319,7 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if hasattr(method, "host_update"):
       state = method.host_update(step - 1, state, context)
     batch = next(batches)
-    state, metrics = train_step(state, jax.device_put(batch, sharded), phase_of(step - 1))
+    state, metrics = train_step(state, jax.make_array_from_process_local_data(sharded, batch), phase_of(step - 1))
     # Blocking on the loss every step costs little here and is what lets a NaN name its step (and keeps simulated
     # multi-device CPU runs from queueing collectives; ENVIRONMENT.md).
     last_loss = float(metrics["loss"])
@@ -347,9 +396,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       log.write({"step": step, **{f"{select_on}/{k}": v for k, v in results.items()}})
       if best is not None:
         previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r]
-        if not previous or results["map@r"] > max(previous):
+        improved = not previous or results["map@r"] > max(previous)
+        # A save is collective: process 0 decides for all, whatever rounding the others' metrics saw.
+        if multihost_utils.broadcast_one_to_all(np.bool_(improved)):
           best.save(step, state)
-      progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+      if is_main_process:
+        progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     if step % config.checkpoint_every == 0 or step == config.num_steps:
       checkpointer.save(step, state)
   batches.close()
@@ -373,7 +425,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     trained["utilization"] = evaluate.utilization(test_embeddings, embed((state.params, state.batch_stats), train_split))
   rows = {"trained": trained}
   if config.eval.baselines:
-    untrained_state = create_state(config, method, tx, sample_images, init_rng)
+    untrained_state = replicate(create_state(config, method, tx, sample_images, init_rng), replicated)
     rows["untrained"], _ = evaluate_split((untrained_state.params, untrained_state.batch_stats), "test",
                                           clustering=config.eval.clustering)
     if test_split.in_memory:  # file-backed photos: 150,528 dims per image, not a meaningful baseline
@@ -383,17 +435,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.write_scalars(config.num_steps, {f"test/{k}": v for k, v in trained.items()})
   log.write({"step": config.num_steps, **{f"test/{k}": v for k, v in trained.items()}})
   writer.close()
-  if config.eval.plots and jax.process_index() == 0:
+  if config.eval.plots and is_main_process:
     _write_plots(workdir, log, test_embeddings, (test_split if dataset.query is None else dataset.query).labels)
 
   results = {**trained, **protocol, **{name: row for name, row in rows.items() if name != "trained"},
              "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),
              "num_steps": int(config.num_steps), "config_name": config.name,
              "wall_time_s": round(time.time() - start_time, 2)}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  print(f"\nTest split of {config.dataset.name} ({test_split.num_classes} unseen classes, {len(test_split)} images):")
-  print(format_table(rows, config.eval.ks))
+  if is_main_process:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    print(f"\nTest split of {config.dataset.name} ({test_split.num_classes} unseen classes, {len(test_split)} "
+          "images):")
+    print(format_table(rows, config.eval.ks))
   return results
 
 

@@ -12,6 +12,9 @@ transform applies.
 
 `eval_batches(split, batch_size)` walks a split in order with fixed-size batches (the last one padded, with a
 `mask`), so a jitted embedding function compiles once; file-backed splits are decoded a batch ahead in a thread.
+
+Multi-host (DESIGN §7): with `process_index` / `process_count`, both yield this host's contiguous share of each
+global batch, so every host reads and decodes only its rows.
 """
 
 from __future__ import annotations
@@ -194,25 +197,37 @@ def eval_batches(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[Batch]:
   """The whole split in order, as batches of exactly `batch_size` (static shapes for jit).
 
-  A file-backed split is decoded with its test transform, one batch ahead in a background thread.
+  A file-backed split is decoded with its test transform, one batch ahead in a background thread. In a multi-host
+  run, this host gets rows `[process_index · b, (process_index + 1) · b)` of each batch, `b = batch_size /
+  process_count`; the hosts' shares, concatenated in process order, are the single-process batch.
 
   Yields:
-    `{"image": f32[batch_size, H, W, C], "label": i32[batch_size], "mask": bool[batch_size]}`; in the last batch
-    the rows past the end of the split are zero images with label −1 and `mask` False. Keep the rows where `mask`
-    is True to get one row per example, in split order.
+    `{"image": f32[b, H, W, C], "label": i32[b], "mask": bool[b]}`; in the last batch the rows past the end of the
+    split are zero images with label −1 and `mask` False. Keep the rows where `mask` is True to get one row per
+    example, in split order.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
-  batches = _eval_batches(split, batch_size, mean, std, preprocess)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must lie in 0..{process_count - 1}, got {process_index}")
+  if batch_size % process_count:
+    raise ValueError(f"the evaluation batch of {batch_size} cannot be split evenly over {process_count} processes: "
+                     f"choose a batch size that is a multiple of {process_count}")
+  share = batch_size // process_count
+  batches = _eval_batches(split, batch_size, share, process_index * share, mean, std, preprocess)
   return batches if split.in_memory else prefetch(batches, 1)
 
 
-def _eval_batches(split, batch_size, mean, std, preprocess) -> Iterator[Batch]:
-  for start in range(0, len(split), batch_size):
-    stop = min(start + batch_size, len(split))
+def _eval_batches(split, batch_size, share, offset, mean, std, preprocess) -> Iterator[Batch]:
+  """Rows `[offset, offset + share)` of each batch of `batch_size`."""
+  for batch_start in range(0, len(split), batch_size):
+    start = min(batch_start + offset, len(split))
+    stop = min(start + share, len(split))
     if not split.in_memory and preprocess is None:  # normalised in the decoding threads
       images = split.images.transformed(np.arange(start, stop), floats=True, mean=mean, std=std)
     else:
@@ -221,9 +236,9 @@ def _eval_batches(split, batch_size, mean, std, preprocess) -> Iterator[Batch]:
         images = np.asarray(preprocess(images), dtype=np.float32)
       images = to_float(images, mean, std)
     labels = split.labels[start:stop]
-    padding = batch_size - (stop - start)
+    padding = share - (stop - start)
     yield {
         "image": np.pad(images, [(0, padding)] + [(0, 0)] * (images.ndim - 1)),
         "label": np.pad(labels, (0, padding), constant_values=-1).astype(np.int32),
-        "mask": np.arange(batch_size) < stop - start,
+        "mask": np.arange(share) < stop - start,
     }
