@@ -19,7 +19,7 @@ class Checkpointer:
   processes), so the directory must be one that every host reaches at the same path.
   """
 
-  def __init__(self, workdir: str, *, max_to_keep: int = 2):
+  def __init__(self, workdir: str, *, max_to_keep: int | None = 2):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     # Orbax names its cross-process barriers by step; two managers saving the same step at once (the latest and the
     # best checkpoint) would meet at one barrier and time out, so each prefixes its barriers with its directory.
@@ -32,6 +32,9 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
     self.manager.save(step, args=ocp.args.StandardSave(state))

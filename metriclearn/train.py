@@ -30,12 +30,14 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 from absl import logging
 from tensorboardX import SummaryWriter
@@ -271,6 +273,96 @@ def create_state(config, method, tx, sample_images, rng) -> TrainState:
                     opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), method_state=method_state)
 
 
+class Built(NamedTuple):
+  """What a config builds before any training: the data set, the model and method, the optimiser, the images and
+  key the parameters are initialised from, and the jitted embedding `embed_fn(params, batch_stats, images)`."""
+
+  dataset: data.Dataset
+  model: Any
+  method: Any
+  tx: optax.GradientTransformation
+  sample_images: jax.Array
+  init_rng: jax.Array
+  embed_fn: Callable[[Any, Any, jax.Array], jax.Array]
+
+
+def build(config: ml_collections.ConfigDict) -> Built:
+  """Opens the data set and builds model, method and optimiser for `config` (already validated)."""
+  dataset = data.load_dataset(config.dataset.name, data_dir=config.dataset.get("data_dir"), seed=config.seed,
+                              **dict(config.dataset.get("kwargs", {})))
+  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
+                              pooling=config.model.pooling, freeze_bn=config.model.freeze_bn,
+                              **dict(config.model.get("kwargs", {})))
+  method = methods.create_method(config, model, dataset.train.num_classes)
+  # Every process initialises from the same images: the first rows of the global batch 0 of a plain random sampler
+  # (a pure function of the seed, so the same whatever the method's own sampler is).
+  sample_sampler = samplers.make_sampler("random", dataset.train.labels, 2, seed=config.seed)
+  sample_loader = loader_lib.Loader(dataset.train, sample_sampler, seed=config.seed, mean=dataset.mean,
+                                    std=dataset.std)
+  sample_images = jnp.asarray(sample_loader.batch(0)["image"][:2])
+  init_rng = jax.random.key(config.seed)
+  params_shape = jax.eval_shape(lambda: method.init(init_rng, sample_images)[0])
+  tx = getattr(method, "create_optimizer", optim.create_optimizer)(config.optimizer, params_shape)
+
+  @jax.jit
+  def embed_fn(params, batch_stats, images):
+    if hasattr(method, "embed"):  # a method whose embedding is not the model's output (DAML's `code` metric head)
+      return method.embed(params, batch_stats, images)
+    return apply_model(model, params, batch_stats, images, train=False)
+
+  return Built(dataset, model, method, tx, sample_images, init_rng, embed_fn)
+
+
+class TrainedEmbedding(NamedTuple):
+  """A finished (or interrupted) run's embedding, from `load_trained`.
+
+  Attributes:
+    step: the checkpoint's step.
+    params, batch_stats: its parameters.
+    dataset: the run's data set (its splits, mean and std).
+    embed: `embed(split) -> f32[N, D]` for a `data.Split` (e.g. `dataset.test`), normalised as in training.
+  """
+
+  step: int
+  params: Any
+  batch_stats: Any
+  dataset: data.Dataset
+  embed: Callable[[data.Split], np.ndarray]
+
+
+def load_trained(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None) -> TrainedEmbedding:
+  """The embedding of the run in `workdir` trained with `config`: the fair protocol's selected checkpoint
+  (`workdir/best`) when there is one, else the latest (or `step`).
+
+  Raises:
+    FileNotFoundError: no checkpoint in `workdir` (or not at `step`).
+    ValueError: as `train_and_evaluate` for a bad config, or a checkpoint of another model.
+  """
+  validate_config(config)
+  built = build(config)
+  mesh = create_mesh()
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  like = replicate(create_state(config, built.method, built.tx, built.sample_images, built.init_rng), replicated)
+  best_dir = os.path.join(workdir, "best")
+  use_best = step is None and os.path.isdir(best_dir) and bool(os.listdir(best_dir))
+  checkpointer = checkpoint.Checkpointer(best_dir if use_best else workdir, max_to_keep=None)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None or step not in checkpointer.all_steps():
+      raise FileNotFoundError(f"no checkpoint{'' if step is None else f' at step {step}'} in "
+                              f"{checkpointer.directory}; train first with the same config and --workdir={workdir}")
+    state = checkpointer.restore(step, like)
+  finally:
+    checkpointer.close()
+  dataset = built.dataset
+
+  def embed(split: data.Split) -> np.ndarray:
+    return embed_split(lambda images: built.embed_fn(state.params, state.batch_stats, images), split,
+                       config.eval.batch_size, sharded, mean=dataset.mean, std=dataset.std)
+
+  return TrainedEmbedding(int(step), state.params, state.batch_stats, dataset, embed)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the configured model in `workdir` (resuming from its latest checkpoint) and evaluates it.
 
@@ -283,37 +375,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main_process = jax.process_index() == 0  # the one that writes logs, plots and results.json
   os.makedirs(workdir, exist_ok=True)
 
-  # Data: everything on the host is a pure function of (seed, step).
-  dataset = data.load_dataset(config.dataset.name, data_dir=config.dataset.get("data_dir"), seed=config.seed,
-                              **dict(config.dataset.get("kwargs", {})))
+  built = build(config)
+  dataset, model, method, tx = built.dataset, built.model, built.method, built.tx
+  sample_images, init_rng = built.sample_images, built.init_rng
   train_split, test_split = dataset.train, dataset.test
-
-  # Model, method, sampler, optimizer, state.
-  model_kwargs = dict(config.model.get("kwargs", {}))
-  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
-                              pooling=config.model.pooling, freeze_bn=config.model.freeze_bn, **model_kwargs)
-  method = methods.create_method(config, model, train_split.num_classes)
   if hasattr(method, "make_sampler"):
     sampler = method.make_sampler(train_split.labels, config.batch_size, config.seed)
   else:
     sampler = samplers.make_sampler(config.sampler.name, train_split.labels, config.batch_size, seed=config.seed,
                                     **dict(config.sampler.get("kwargs", {})))
-
-  def make_loader(process_index: int = 0, process_count: int = 1) -> loader_lib.Loader:
-    return loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
-                             mean=dataset.mean, std=dataset.std, process_index=process_index,
-                             process_count=process_count)
-
-  train_loader = make_loader(jax.process_index(), jax.process_count())  # this process's rows of each batch
+  # Each process loads its rows of every batch.
+  train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
+                                   mean=dataset.mean, std=dataset.std, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  # Every process initialises from the same images, the first rows of the global batch 0.
-  sample_loader = train_loader if jax.process_count() == 1 else make_loader()
-  sample_images = jnp.asarray(sample_loader.batch(0)["image"][:2])
-  init_rng = jax.random.key(config.seed)
-  params_shape = jax.eval_shape(lambda: method.init(init_rng, sample_images)[0])
-  create_optimizer = getattr(method, "create_optimizer", optim.create_optimizer)
-  tx = create_optimizer(config.optimizer, params_shape)
   state = replicate(create_state(config, method, tx, sample_images, init_rng), replicated)
 
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
@@ -329,16 +405,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
                        donate_argnums=0)
 
-  @jax.jit
-  def embed_fn(params, batch_stats, images):
-    if hasattr(method, "embed"):  # a method whose embedding is not the model's output (DAML's `code` metric head)
-      return method.embed(params, batch_stats, images)
-    return apply_model(model, params, batch_stats, images, train=False)
-
   def embed(state_or_params, split):
     params, batch_stats = state_or_params
-    return embed_split(lambda images: embed_fn(params, batch_stats, images), split, config.eval.batch_size, sharded,
-                       mean=dataset.mean, std=dataset.std)
+    return embed_split(lambda images: built.embed_fn(params, batch_stats, images), split, config.eval.batch_size,
+                       sharded, mean=dataset.mean, std=dataset.std)
 
   def evaluate_split(state_or_params, name, *, clustering):
     """(metrics, query embeddings) of split `name` ("val" or "test"); In-Shop's test ranks its queries against

@@ -509,3 +509,17 @@ def test_pretrained_file_of_another_architecture_names_the_keys(data_dir, tmp_pa
   config.model.pretrained = str(tmp_path / "other.npz")
   with pytest.raises(ValueError, match=r"does not fit small_cnn: 15 key\(s\) missing: bn0_0\.bias"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_load_trained_reproduces_the_final_evaluation(data_dir, tmp_path):
+  from metriclearn import evaluate
+  config = _config(data_dir, num_steps=3)
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  trained = train.load_trained(config, str(tmp_path / "run"))
+  assert trained.step == 3
+  embeddings = trained.embed(trained.dataset.test)
+  metrics = evaluate.retrieval_metrics(embeddings, trained.dataset.test.labels, ks=tuple(config.eval.ks))
+  assert metrics["map@r"] == pytest.approx(results["map@r"], abs=1e-6)
+  assert metrics["recall@1"] == pytest.approx(results["recall@1"], abs=1e-6)
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 7 .* train first"):
+    train.load_trained(config, str(tmp_path / "run"), step=7)
