@@ -14,6 +14,7 @@ import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import torch
@@ -760,3 +761,24 @@ def test_mining_changes_the_loss_on_a_clustered_batch():
   mined = losses.multi_similarity(jnp.asarray(embeddings), jnp.asarray(labels), miner_epsilon=0.1, **kwargs)
   plain = losses.multi_similarity(jnp.asarray(embeddings), jnp.asarray(labels), **kwargs)
   assert 0 < float(mined) < float(plain)  # dropping pairs only removes terms from each log(1 + Σ …)
+
+
+def test_npair_max_pairs_of_an_m_per_class_batch_is_the_same_loss():
+  """B / m slots hold every (anchor, positive) of an m-per-class batch (the training program's setting for N-pair
+  with the m-per-class sampler); fewer slots drop anchors."""
+  embeddings, labels = _LARGE["m_per_class_128"]
+  e, l = jnp.asarray(embeddings), jnp.asarray(labels)
+  full, full_grad = jax.value_and_grad(losses.npair)(e, l)
+  fitted, fitted_grad = jax.value_and_grad(functools.partial(losses.npair, max_pairs=128 // 4))(e, l)
+  np.testing.assert_allclose(fitted, full, rtol=1e-6)
+  np.testing.assert_allclose(fitted_grad, full_grad, rtol=1e-5, atol=1e-7)
+  assert not np.isclose(float(losses.npair(e, l, max_pairs=16)), float(full), rtol=1e-4)
+
+
+def test_baseline_gives_npair_the_slots_of_its_m_per_class_sampler():
+  from metriclearn import methods, models
+  config = ml_collections.ConfigDict(dict(
+      loss=dict(name="npair", kwargs={}), method=dict(name="baseline", kwargs={}), batch_size=64,
+      sampler=dict(name="m_per_class", kwargs=dict(m=4))))
+  method = methods.create_method(config, models.create_model("mlp", embedding_dim=8), num_classes=10)
+  assert method.loss_fn.keywords == {"max_pairs": 16}

@@ -50,7 +50,13 @@ class Baseline:
     loss_fn = registry.lookup(losses.LOSSES, self.loss_name, "loss")
     self.loss_kwargs = dict(config.loss.get("kwargs", {}))
     registry.check_kwargs(loss_fn, self.loss_kwargs, f"loss {self.loss_name!r}")
-    self.loss_fn = functools.partial(loss_fn, **self.loss_kwargs)
+    fn_kwargs = dict(self.loss_kwargs)
+    if (self.loss_name == "npair" and config.method.name == "baseline" and config.sampler.name == "m_per_class"
+        and "max_pairs" not in fn_kwargs):
+      # An m-per-class batch holds exactly B / m classes, so B / m (anchor, positive) slots hold every pair: the same
+      # loss as the default B / 2 slots, on an m/2 times smaller similarity matrix.
+      fn_kwargs["max_pairs"] = int(config.batch_size) // int(config.sampler.kwargs.m)
+    self.loss_fn = functools.partial(loss_fn, **fn_kwargs)
 
   def init(self, rng: jax.Array, images: jax.Array):
     """`(params, batch_stats, method_state)` for a model that sees batches like `images`."""
