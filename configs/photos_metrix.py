@@ -16,6 +16,8 @@ by a fair coin per step, every negative mixed (input space: the single hardest),
 evaluation. Where the Metrix commands differ from the baseline's (`metrix.md` (e)): In-Shop contrastive uses lr 1e-4
 with StepLR 10 epochs ×0.25 and frozen BatchNorm; SOP contrastive keeps BatchNorm frozen; MS and PA on CUB train
 100 epochs. The `PUBLISHED` R@1 come from `metrix.md` (f) (the authors' README / ICLR 2022 poster).
+Departure: one weight w = 0.4 for every branch; the official embedding-space code uses 0.3 in its anchor–negative
+branch (`metrix.md` (e)), which `MetrixOptions` has no separate setting for.
 """
 
 from __future__ import annotations
