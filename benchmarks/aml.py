@@ -15,7 +15,6 @@ Results and the machine they came from: benchmarks/RESULTS.md ("AML").
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from metriclearn import config_util
 from metriclearn import methods
 from metriclearn import models
 from metriclearn import optim
@@ -32,10 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(None)
+  return config_util.load_config(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
 def build_step(config):

@@ -27,7 +27,6 @@ Results and the machine they came from: benchmarks/RESULTS.md ("Linear AML").
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -112,10 +111,8 @@ def load_config(dataset: str, arg: str | None):
   path = os.path.join(ROOT, "configs", f"linear_aml_{dataset}.py")
   if not os.path.exists(path):
     raise FileNotFoundError(f"no recipe {path}; valid data sets: {', '.join(DATASETS)}")
-  spec = importlib.util.spec_from_file_location(f"linear_aml_{dataset}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from metriclearn import config_util  # pylint: disable=import-outside-toplevel (the metric-learn child has no jax)
+  return config_util.load_config(path, arg)
 
 
 def make_splits(config) -> list[dict]:

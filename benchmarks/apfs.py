@@ -21,7 +21,6 @@ Results and the machine they came from: benchmarks/RESULTS.md ("APFS").
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metriclearn import config_util
 from metriclearn import data
 from metriclearn import methods
 from metriclearn import models
@@ -51,10 +51,7 @@ VARIANTS = (
 
 
 def glyphs_config(batch_size: int):
-  spec = importlib.util.spec_from_file_location("glyphs", os.path.join(REPO, "configs", "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(None)
+  config = config_util.load_config(os.path.join(REPO, "configs", "glyphs.py"))
   config.batch_size = batch_size
   return config
 

@@ -18,7 +18,6 @@ Goal (issue): DAML joint step ≤ 1.3× the baseline step. Results and the machi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import time
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metriclearn import config_util
 from metriclearn import methods
 from metriclearn import models
 from metriclearn import optim
@@ -37,10 +37,7 @@ VARIANTS = ("cont", "tri", "lifted", "npair")
 
 
 def load_config(name: str, arg: str | None = None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.load_config(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
 class Step:

@@ -16,7 +16,6 @@ Results and the machine they came from: benchmarks/RESULTS.md ("Metrix").
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metriclearn import config_util
 from metriclearn import methods
 from metriclearn import models
 from metriclearn import optim
@@ -45,10 +45,7 @@ VARIANTS = (
 
 
 def glyphs_config():
-  spec = importlib.util.spec_from_file_location("glyphs", os.path.join(REPO, "configs", "glyphs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(None)
+  return config_util.load_config(os.path.join(REPO, "configs", "glyphs.py"))
 
 
 def make_step(kwargs, batch_size: int):

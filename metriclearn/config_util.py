@@ -18,6 +18,16 @@ def sibling_module(this_file: str, name: str):
   return module
 
 
+def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the recipe file at `path`, as `--config=path:arg` loads it; `path` may carry the
+  argument itself (`"configs/glyphs_daml.py:tri,smoke"`)."""
+  if arg is None and ":" in os.path.basename(path):
+    path, _, arg = path.rpartition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no recipe file {path}")
+  return sibling_config(path, os.path.basename(path), arg or None)
+
+
 def sibling_config(this_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the recipe `name` (e.g. "glyphs.py") in the directory of `this_file`."""
   return sibling_module(this_file, name).get_config(arg)

@@ -8,7 +8,6 @@ the GMML point against an independent SciPy implementation. Deep: the confusion 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from metriclearn import config_util
 from metriclearn import labels as labels_lib
 from metriclearn import linear_aml
 from metriclearn import losses
@@ -300,10 +300,7 @@ def test_deep_bad_config():
 
 
 def test_glyphs_aml_smoke_run(tmp_path):
-  spec = importlib.util.spec_from_file_location("glyphs_aml", os.path.join(ROOT, "configs", "glyphs_aml.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
+  config = config_util.load_config(os.path.join(ROOT, "configs", "glyphs_aml.py"), "smoke")
   config.dataset.data_dir = str(tmp_path / "data")
   config.dataset.kwargs = dict(images_per_class=4, max_classes=40)
   config.eval.plots = False

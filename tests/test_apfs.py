@@ -7,7 +7,6 @@ module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -18,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from metriclearn import config_util
 from metriclearn import data
 from metriclearn import losses
 from metriclearn import models
@@ -32,10 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(arg=None) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location("glyphs_apfs", os.path.join(REPO, "configs", "glyphs_apfs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.load_config(os.path.join(REPO, "configs", "glyphs_apfs.py"), arg)
 
 
 def uneven_labels() -> np.ndarray:

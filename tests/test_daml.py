@@ -8,7 +8,6 @@ the optimizer's phase handling; one compilation per phase; the samplers; a smoke
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
@@ -19,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 
+from metriclearn import config_util
 from metriclearn import models
 from metriclearn import optim
 from metriclearn import train
@@ -407,10 +407,7 @@ def test_npair_batches_are_m_per_class_with_m_2():
 
 
 def _load_config(name: str, arg: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.load_config(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
 def test_glyphs_daml_config_arguments():

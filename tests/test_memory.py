@@ -8,7 +8,6 @@ uninterrupted one, and 8 simulated devices (a subprocess) must compute what 1 de
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from metriclearn import config_util
 from metriclearn import data
 from metriclearn import losses
 from metriclearn import memory
@@ -322,10 +322,7 @@ def test_apfs_with_memory_stores_representatives_as_columns_of_the_samples():
 
 
 def _xbm_recipe() -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location("glyphs_xbm_recipe", XBM_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("smoke")
+  return config_util.load_config(XBM_CONFIG, "smoke")
 
 
 # Plain SGD (as tests/test_train.py): 1 and 8 devices sum in another order, which Adam would amplify.

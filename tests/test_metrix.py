@@ -6,7 +6,6 @@ normalised inputs and input-, feature- and embedding-space mixing must all give 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -16,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from metriclearn import config_util
 from metriclearn import losses
 from metriclearn import models
 from metriclearn import train
@@ -404,10 +404,7 @@ def test_positivity_threshold_and_single_term_curve_match_exactly(tmp_path):
 
 
 def load_glyphs_metrix_config(arg):
-  spec = importlib.util.spec_from_file_location("glyphs_metrix", os.path.join(REPO, "configs", "glyphs_metrix.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.load_config(os.path.join(REPO, "configs", "glyphs_metrix.py"), arg)
 
 
 def test_config_arguments():

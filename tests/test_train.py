@@ -9,7 +9,6 @@ temporary cache that in-process runs reach through `config.dataset.data_dir` and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import orbax.checkpoint as ocp
 import pytest
 from tensorboardX.proto import event_pb2
 
+from metriclearn import config_util
 from metriclearn import data
 from metriclearn import losses
 from metriclearn import train
@@ -69,10 +69,7 @@ _RETRIEVAL_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "precision@1"
 
 def _recipe(arg: str | None = "smoke") -> ml_collections.ConfigDict:
   """`configs/glyphs.py`'s `get_config(arg)`, loaded from its file as the command line loads it."""
-  spec = importlib.util.spec_from_file_location("glyphs_recipe", CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_util.load_config(CONFIG_FILE, arg)
 
 
 def _config(data_dir: Path, **overrides) -> ml_collections.ConfigDict:
