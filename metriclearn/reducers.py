@@ -21,12 +21,12 @@ def masked_logsumexp(
   x = x.astype(jnp.float32)
   weights = weights.astype(jnp.float32)
   present = weights > 0
-  # Masked entries are replaced by a finite value so neither the max nor the gradient sees an inf.
-  x_safe = jnp.where(present, x, jnp.min(x, axis=axis, keepdims=True))
-  shift = jnp.max(jnp.where(present, x_safe, -jnp.inf), axis=axis, keepdims=True)
+  shift = jnp.max(jnp.where(present, x, -jnp.inf), axis=axis, keepdims=True)
   if add_one:
     shift = jnp.maximum(shift, 0.0)
   shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
+  # Masked entries sit at the shift (exp(0) = 1, zero-weighted), so no exp overflows into a NaN gradient.
+  x_safe = jnp.where(present, x, shift)
   total = jnp.sum(jnp.where(present, weights * jnp.exp(x_safe - shift), 0.0), axis=axis, keepdims=True)
   if add_one:
     total = total + jnp.exp(-shift)
