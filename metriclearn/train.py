@@ -294,6 +294,10 @@ def build(config: ml_collections.ConfigDict) -> Built:
                               pooling=config.model.pooling, freeze_bn=config.model.freeze_bn,
                               **dict(config.model.get("kwargs", {})))
   method = methods.create_method(config, model, dataset.train.num_classes)
+  if config.model.name in weights.WEIGHT_FILES and not config.model.get("pretrained"):
+    logging.warning("%s starts from random weights: the photo recipes and their published numbers assume ImageNet "
+                    "weights, --config.model.pretrained=PATH (%s)", config.model.name,
+                    weights.WEIGHT_FILES[config.model.name])
   # Every process initialises from the same images: the first rows of the global batch 0 of a plain random sampler
   # (a pure function of the seed, so the same whatever the method's own sampler is).
   sample_sampler = samplers.make_sampler("random", dataset.train.labels, 2, seed=config.seed)
