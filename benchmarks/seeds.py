@@ -1,7 +1,7 @@
 r"""Run configs for several seeds, one fresh process each, and tabulate mean ± std (95 % CI) of the test metrics.
 
   python benchmarks/seeds.py --seeds 5 configs/glyphs.py configs/glyphs_metrix.py [--workdir runs/seeds]
-      [--override config.num_steps=300 ...]
+      [--override config.num_steps=300 ...] [--baseline glyphs]
 
 Each run writes `WORKDIR/<config>_seed<k>/results.json` (an existing one is reused, so an interrupted sweep
 continues); the table also shows the untrained network and raw pixels of the first config, and the wall time.
@@ -36,6 +36,8 @@ def main():
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--workdir", default="runs/seeds")
   parser.add_argument("--override", action="append", default=[], help="e.g. config.num_steps=300")
+  parser.add_argument("--baseline", default=None, help="a config_name: also print every group's seed-paired "
+                      "difference to it (metriclearn.tabulate.paired_differences)")
   args = parser.parse_args()
   paths = {}
   for config in args.configs:
@@ -49,6 +51,8 @@ def main():
   for section in ("untrained", "raw_pixels"):
     groups.update({f"{name} [{section}]": runs for name, runs in tabulate.load_groups(first, section=section).items()})
   print(tabulate.format_groups(groups, ("recall@1", "map@r", "nmi", "f1")))
+  if args.baseline:
+    print(tabulate.paired_differences({k: v for k, v in groups.items() if "[" not in k}, args.baseline))
   times = {config: [json.load(open(f))["wall_time_s"] for f in files] for config, files in paths.items()}
   for config, values in times.items():
     print(f"wall time {config}: " + ", ".join(f"{v:.0f} s" for v in values))

@@ -514,7 +514,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   results = {**trained, **protocol, **{name: row for name, row in rows.items() if name != "trained"},
              "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),
-             "num_steps": int(config.num_steps), "config_name": config.name,
+             "num_steps": int(config.num_steps), "config_name": config.name, "seed": int(config.seed),
              "wall_time_s": round(time.time() - start_time, 2)}
   if is_main_process:
     with open(os.path.join(workdir, "results.json"), "w") as f:
