@@ -164,6 +164,7 @@ def triplet_from_matrix(
     valid: jax.Array,
     *,
     margin: float = 0.1,
+    max_positives: int | None = None,
 ) -> jax.Array:
   """Triplet loss over all (a, p, n): mean of the strictly positive w·[d(a,p) − d(a,n) + margin]₊.
 
@@ -176,12 +177,19 @@ def triplet_from_matrix(
   negatives Σ_{n: d_an < t} v_n (t − d_an) = t·V(t) − Z(t) is read from prefix sums V, Z of the sorted weights and
   weighted distances. Gradients flow through the sort's permutation and the prefix sums.
 
+  `max_positives = K`: the same loss over each anchor's K largest-weight positives only, with the hinges of those
+  K·B triplets computed directly (O(A·K·B), no sort). Exact when no anchor has more than K positives, e.g. K = m − 1
+  for an m-per-class batch (the training program passes it then); XLA's CPU sort makes the sorted path ~10× slower
+  at B = 512.
+
   Returns:
     `f32[]`; 0 when no triplet violates the margin.
   """
   _check_matrices(distance, y, valid)
   pos_weight, neg_weight = _pair_weights(y, valid)
   distance = distance.astype(jnp.float32)
+  if max_positives is not None:
+    return _triplet_over_top_positives(distance, pos_weight, neg_weight, margin, int(max_positives))
   is_negative = neg_weight > 0
   # Sort key: non-negatives go last (+inf) so they are never counted as violating.
   sort_key = jnp.where(is_negative, jax.lax.stop_gradient(distance), jnp.inf)
@@ -209,6 +217,20 @@ def triplet_from_matrix(
   return reducers.safe_divide(total, count)
 
 
+def _triplet_over_top_positives(distance, pos_weight, neg_weight, margin: float, k: int) -> jax.Array:
+  """`triplet_from_matrix` over each anchor's `k` largest-weight positive columns, by direct hinges [A, k, B]."""
+  if not 1 <= k <= distance.shape[1]:
+    raise ValueError(f"max_positives must be in [1, {distance.shape[1]}] (the candidate columns), got {k}")
+  top_weight, top_index = jax.lax.top_k(jax.lax.stop_gradient(pos_weight), k)  # [A, k]
+  positive_distance = jnp.take_along_axis(distance, top_index, axis=1)
+  hinge = positive_distance[:, :, None] - distance[:, None, :] + margin  # [A, k, B]
+  not_self = top_index[:, :, None] != jnp.arange(distance.shape[1])[None, None, :]  # (a, p, p): never a triplet
+  counted = (top_weight[:, :, None] > 0) & (neg_weight[:, None, :] > 0) & not_self & (hinge > 0)
+  weight = top_weight[:, :, None] * neg_weight[:, None, :]
+  total = jnp.sum(jnp.where(counted, weight * hinge, 0.0))
+  return reducers.safe_divide(total, jnp.sum(counted.astype(jnp.float32)))
+
+
 def triplet(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -218,15 +240,16 @@ def triplet(
     normalize: bool = True,
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
+    max_positives: int | None = None,
 ) -> jax.Array:
   """Triplet margin loss over all valid (a, p, n), p ≠ a (PML `TripletMarginLoss`, all triplets).
 
   L = mean⁺_{(a,p,n)} [d(a,p) − d(a,n) + margin]₊ (mean of the strictly positive terms). Eq. (1), Schroff et al.
-  2015, with unsquared distances by default as PML.
+  2015, with unsquared distances by default as PML. `max_positives`: see `triplet_from_matrix`.
   """
   metric = "squared_euclidean" if squared else "euclidean"
   s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
-  return triplet_from_matrix(s, y, valid, margin=margin)
+  return triplet_from_matrix(s, y, valid, margin=margin, max_positives=max_positives)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -775,10 +775,36 @@ def test_npair_max_pairs_of_an_m_per_class_batch_is_the_same_loss():
   assert not np.isclose(float(losses.npair(e, l, max_pairs=16)), float(full), rtol=1e-4)
 
 
-def test_baseline_gives_npair_the_slots_of_its_m_per_class_sampler():
+@pytest.mark.parametrize("loss, expected", [("npair", {"max_pairs": 16}), ("triplet", {"max_positives": 3})])
+def test_baseline_sizes_npair_and_triplet_for_its_m_per_class_sampler(loss, expected):
   from metriclearn import methods, models
   config = ml_collections.ConfigDict(dict(
-      loss=dict(name="npair", kwargs={}), method=dict(name="baseline", kwargs={}), batch_size=64,
+      loss=dict(name=loss, kwargs={}), method=dict(name="baseline", kwargs={}), batch_size=64,
       sampler=dict(name="m_per_class", kwargs=dict(m=4))))
   method = methods.create_method(config, models.create_model("mlp", embedding_dim=8), num_classes=10)
-  assert method.loss_fn.keywords == {"max_pairs": 16}
+  assert method.loss_fn.keywords == expected
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"margin": 0.5}, {"squared": True, "margin": 0.2}])
+def test_triplet_over_the_m_minus_1_positives_of_an_m_per_class_batch_is_the_same_loss(kwargs):
+  embeddings, labels = _LARGE["m_per_class_128"]
+  e, l = jnp.asarray(embeddings), jnp.asarray(labels)
+  full, full_grad = jax.value_and_grad(functools.partial(losses.triplet, **kwargs))(e, l)
+  direct, direct_grad = jax.value_and_grad(functools.partial(losses.triplet, max_positives=3, **kwargs))(e, l)
+  np.testing.assert_allclose(direct, full, rtol=1e-6)
+  _assert_gradients_close(np.asarray(direct_grad), np.asarray(full_grad), embeddings)
+  assert not np.isclose(float(losses.triplet(e, l, max_positives=1, **kwargs)), float(full), rtol=1e-4)
+
+
+def test_triplet_over_all_positives_equals_the_sorted_form_with_soft_labels():
+  """K = B − 1 positive slots hold every candidate of a row (the diagonal is invalid), so the direct hinges equal
+  the sort-based computation for soft labels too, (a, p, p) excluded in both."""
+  rng = np.random.default_rng(11)
+  distance = jnp.asarray(rng.uniform(0, 2, size=(12, 12)).astype(np.float32))
+  y = jnp.asarray(rng.uniform(0, 1, size=(12, 12)).astype(np.float32))
+  valid = 1.0 - jnp.eye(12)
+  sorted_form = jax.value_and_grad(losses.triplet_from_matrix)(distance, y, valid, margin=0.3)
+  direct = jax.value_and_grad(functools.partial(losses.triplet_from_matrix, max_positives=11))(distance, y, valid,
+                                                                                               margin=0.3)
+  np.testing.assert_allclose(direct[0], sorted_form[0], rtol=1e-5)
+  np.testing.assert_allclose(direct[1], sorted_form[1], rtol=1e-5, atol=1e-7)

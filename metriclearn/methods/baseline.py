@@ -51,11 +51,15 @@ class Baseline:
     self.loss_kwargs = dict(config.loss.get("kwargs", {}))
     registry.check_kwargs(loss_fn, self.loss_kwargs, f"loss {self.loss_name!r}")
     fn_kwargs = dict(self.loss_kwargs)
-    if (self.loss_name == "npair" and config.method.name == "baseline" and config.sampler.name == "m_per_class"
-        and "max_pairs" not in fn_kwargs):
-      # An m-per-class batch holds exactly B / m classes, so B / m (anchor, positive) slots hold every pair: the same
-      # loss as the default B / 2 slots, on an m/2 times smaller similarity matrix.
-      fn_kwargs["max_pairs"] = int(config.batch_size) // int(config.sampler.kwargs.m)
+    if config.method.name == "baseline" and config.sampler.name == "m_per_class":
+      # An m-per-class batch holds exactly B / m classes of m: B / m (anchor, positive) slots hold every N-pair, and
+      # every anchor has m − 1 positives, so both losses are unchanged on smaller matrices (and the triplet loss
+      # needs no sort).
+      m = int(config.sampler.kwargs.m)
+      if self.loss_name == "npair":
+        fn_kwargs.setdefault("max_pairs", int(config.batch_size) // m)
+      elif self.loss_name == "triplet":
+        fn_kwargs.setdefault("max_positives", m - 1)
     self.loss_fn = functools.partial(loss_fn, **fn_kwargs)
 
   def init(self, rng: jax.Array, images: jax.Array):
