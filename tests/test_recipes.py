@@ -31,7 +31,7 @@ def _recipe_files() -> list[str]:
 
 
 def _load(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  return config_util.sibling_config(os.path.join(CONFIGS, name), name, arg)
+  return config_util.load_config(os.path.join(CONFIGS, name), arg)
 
 
 def _module(name: str):

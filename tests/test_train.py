@@ -461,14 +461,9 @@ def test_eight_devices_match_one_device(reference_run, cache_home, data_dir, tmp
 
 
 def _initial_state(config):
-  """`train.create_state` for `config` exactly as `train_and_evaluate` calls it (glyph-shaped sample images)."""
-  from metriclearn import methods, models, optim
-  model = models.create_model(config.model.name, embedding_dim=config.model.embedding_dim,
-                              pooling=config.model.pooling, freeze_bn=config.model.freeze_bn)
-  method = methods.create_method(config, model, num_classes=8)
-  images = jnp.zeros((2, 32, 32, 1), jnp.float32)
-  tx = optim.create_optimizer(config.optimizer, jax.eval_shape(lambda: method.init(jax.random.key(0), images)[0]))
-  return train.create_state(config, method, tx, images, jax.random.key(config.seed))
+  """`train.create_state` for `config` exactly as `train_and_evaluate` calls it (through `train.build`)."""
+  built = train.build(config)
+  return train.create_state(config, built.method, built.tx, built.sample_images, built.init_rng)
 
 
 def _write_backbone(path: Path, config, seed: int) -> dict:
