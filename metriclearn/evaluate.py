@@ -3,8 +3,9 @@
 Retrieval follows Musgrave et al. 2020, "A Metric Learning Reality Check" (the definitions of
 pytorch-metric-learning's `AccuracyCalculator`), and is exact: every query is compared with every gallery item by
 one float32-accumulating matmul per chunk of queries, followed by `jax.lax.top_k`. Chunking over queries keeps memory
-at about `chunk_size × gallery_size × 4` bytes beyond the embeddings themselves, so the SOP test set (60,502 × 512,
-self-retrieval) runs on a CPU without faiss. Clustering uses scikit-learn's k-means and metrics.
+at about `2 × chunk_size × gallery_size × 4` bytes (two chunks are in flight) beyond the embeddings themselves, so
+the SOP test set (60,502 × 512, self-retrieval) runs on a CPU without faiss. Clustering uses scikit-learn's k-means
+and metrics.
 
 All functions take embeddings as NumPy or JAX arrays `f[N, D]` (float32 or bf16) and integer (or any NumPy-sortable)
 labels `[N]`, and return Python floats.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Sequence
+from concurrent import futures
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,10 @@ RETRIEVAL_METRICS = ("cosine", "euclidean")
 # Queries per chunk: a [1024, 60,502] float32 score block is 248 MB. On a 2-core CPU, chunks of 256 to 4,096 queries
 # ran equally fast within noise (SOP-sized gallery), so the default keeps memory well under 1 GiB.
 DEFAULT_CHUNK_SIZE = 1024
+# Chunks scored at once, from as many host threads. XLA's CPU top_k runs on one thread, so a second chunk's matmul
+# fills the other core meanwhile: N = 60,502 on 2 cores took 18.8 s instead of 22.6 s, for one more score block of
+# memory (benchmarks/RESULTS.md). On an accelerator the two calls queue on the device.
+_CHUNKS_IN_FLIGHT = 2
 
 
 def _as_embeddings(x, name: str) -> np.ndarray | jax.Array:
@@ -129,8 +135,8 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None, gallery_labels=
     gallery_labels: `[G]` labels; given exactly when `gallery_emb` is.
     ks: the K of Recall@K; each at most the number of gallery items a query can retrieve.
     metric: "cosine" (rank by cosine similarity) or "euclidean" (rank by Euclidean distance on the vectors as given).
-    chunk_size: queries per chunk; memory grows as `chunk_size × G × 4` bytes. Results do not depend on it (beyond
-      float32 rounding, which can reorder items whose scores differ by ~1e-7).
+    chunk_size: queries per chunk; memory grows as `2 × chunk_size × G × 4` bytes (two chunks in flight). Results
+      do not depend on it (beyond float32 rounding, which can reorder items whose scores differ by ~1e-7).
 
   Returns:
     `{"recall@K": ... for K in ks, "precision@1", "r_precision", "map@r"}` as Python floats.
@@ -191,11 +197,17 @@ def retrieval_metrics(query_emb, query_labels, gallery_emb=None, gallery_labels=
 
   gallery_codes_dev = jnp.asarray(gallery_codes)
   per_query = np.zeros((num_queries, len(ks) + 3), np.float64)
-  for start, chunk in chunks:
+
+  def score_chunk(start_and_chunk):
+    start, chunk = start_and_chunk
     rows = _retrieval_chunk(query[chunk], jnp.asarray(query_codes[chunk]), jnp.asarray(query_r[chunk]),
                             jnp.int32(start), gallery, gallery_half_sq_norm, gallery_codes_dev, k=k, ks=ks,
                             exclude_self=exclude_self)
-    per_query[chunk] = np.asarray(rows)
+    return chunk, np.asarray(rows)
+
+  with futures.ThreadPoolExecutor(_CHUNKS_IN_FLIGHT) as pool:
+    for chunk, rows in pool.map(score_chunk, chunks):
+      per_query[chunk] = rows
   per_query[:, -2:] /= np.maximum(query_r, 1)[:, None]
   means = per_query[counted].mean(axis=0)
   return {name: float(value) for name, value in zip(names, means)}
