@@ -18,6 +18,8 @@ terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's m
 
 from __future__ import annotations
 
+import functools
+
 import inspect
 
 import jax
@@ -400,28 +402,42 @@ def npair_pairs(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   return is_anchor, positive_index
 
 
-def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
-          max_pairs: int | None = None) -> jax.Array:
-  """N-pair loss (PML `NPairsLoss`): one (anchor, positive) per class, cross-entropy over the other positives.
-
-  Similarities are cosine (PML's `DotProductSimilarity` on normalised embeddings); `normalize=False` uses raw dot
-  products as in Sohn 2016. The anchors are compacted into `max_pairs` static slots (default B // 2, which always
-  suffices), so the similarity matrix is [slots, slots] rather than [B, B]; set `max_pairs` lower (e.g. B // m for an
-  m-per-class sampler) only when the sampler guarantees it: anchors beyond it are dropped.
-  """
-  _check_batch(embeddings, labels)
-  if normalize:
-    embeddings = distances.l2_normalize(embeddings)
-  is_anchor, positive_index = npair_pairs(labels)
-  slots = embeddings.shape[0] // 2 if max_pairs is None else int(max_pairs)
-  if slots < 1:
-    raise ValueError(f"max_pairs must be at least 1 (and a batch at least 2 rows), got {slots}")
+def _npair_over_slots(embeddings: jax.Array, is_anchor: jax.Array, positive_index: jax.Array, slots: int) -> jax.Array:
+  """N-pair loss with the anchors compacted into `slots` static slots ([slots, slots] similarities)."""
   anchor_index = jnp.nonzero(is_anchor, size=slots, fill_value=0)[0]
   slot_used = jnp.arange(slots) < jnp.sum(is_anchor)
   similarity = distances.dot_product(embeddings[anchor_index], embeddings[positive_index[anchor_index]])
   y = jnp.eye(slots, dtype=jnp.float32)
   valid = (slot_used[:, None] & slot_used[None, :]).astype(jnp.float32)
   return npair_from_matrix(similarity, y, valid)
+
+
+def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
+          max_pairs: int | None = None) -> jax.Array:
+  """N-pair loss (PML `NPairsLoss`): one (anchor, positive) per class, cross-entropy over the other positives.
+
+  Similarities are cosine (PML's `DotProductSimilarity` on normalised embeddings); `normalize=False` uses raw dot
+  products as in Sohn 2016. The anchors are compacted into static slots, so the similarity matrix is [slots, slots]
+  rather than [B, B]. By default the slot count follows the batch: `lax.switch` runs the smallest of B/16, B/8, B/4
+  and B/2 slots that holds every anchor (B/2 always does), so a 4-per-class batch pays for B/4 slots, not B/2 (the
+  same loss; half the time at B = 512). `max_pairs` fixes the slot count instead (e.g. B // m for an m-per-class
+  sampler); set it only when the sampler guarantees it: anchors beyond it are dropped.
+  """
+  _check_batch(embeddings, labels)
+  if max_pairs is not None and int(max_pairs) < 1:
+    raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
+  if max_pairs is None and embeddings.shape[0] < 2:
+    raise ValueError(f"the N-pair loss needs a batch of at least 2 rows, got {embeddings.shape[0]}")
+  if normalize:
+    embeddings = distances.l2_normalize(embeddings)
+  is_anchor, positive_index = npair_pairs(labels)
+  if max_pairs is not None:
+    return _npair_over_slots(embeddings, is_anchor, positive_index, int(max_pairs))
+  half = embeddings.shape[0] // 2
+  options = sorted({max(1, half >> shift) for shift in range(4)})  # ascending; the last is B // 2
+  branch = jnp.sum(jnp.asarray(options) < jnp.sum(is_anchor))  # the smallest option >= the number of anchors
+  branches = [functools.partial(_npair_over_slots, slots=slots) for slots in options]
+  return jax.lax.switch(branch, branches, embeddings, is_anchor, positive_index)
 
 
 # ----------------------------------------------------------------------------------------------------------------

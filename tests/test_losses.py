@@ -775,6 +775,19 @@ def test_npair_max_pairs_of_an_m_per_class_batch_is_the_same_loss():
   assert not np.isclose(float(losses.npair(e, l, max_pairs=16)), float(full), rtol=1e-4)
 
 
+@pytest.mark.parametrize("num_classes", [3, 4, 6, 12, 30, 32])
+def test_npair_default_slots_follow_the_batch(num_classes):
+  """The default picks the smallest of B/16, B/8, B/4, B/2 slots that holds every anchor (here 4, 8, 16, 32 for
+  B = 64; class counts on both sides of each boundary), and gives the loss and gradient of B/2 slots."""
+  rng = np.random.default_rng(num_classes)
+  labels = jnp.asarray(rng.permutation(np.arange(64) % num_classes))
+  embeddings = jnp.asarray(rng.normal(size=(64, 8)), jnp.float32)
+  default, default_grad = jax.jit(jax.value_and_grad(losses.npair))(embeddings, labels)
+  half, half_grad = jax.value_and_grad(functools.partial(losses.npair, max_pairs=32))(embeddings, labels)
+  np.testing.assert_allclose(default, half, rtol=1e-6)
+  np.testing.assert_allclose(default_grad, half_grad, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("loss, expected", [("npair", {"max_pairs": 16}), ("triplet", {"max_positives": 3})])
 def test_baseline_sizes_npair_and_triplet_for_its_m_per_class_sampler(loss, expected):
   from metriclearn import methods, models
