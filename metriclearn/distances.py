@@ -7,6 +7,11 @@ Metrix mixes with λ → 1, DAML generators that collapse onto the anchor):
 * the Euclidean distance of two identical rows is exactly 0 and its gradient is 0 (not NaN, as a plain
   `jnp.sqrt` or `jnp.linalg.norm` would give);
 * bf16 inputs are multiplied with float32 accumulation, and every result is float32.
+
+A batch's distances or similarities to itself (`b` omitted or `b is a`) have hand-written one-matmul gradients
+(`jax.custom_vjp`, below), so every loss over a batch's own pairs goes through them. Reverse mode works, grad of grad
+included; forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) raises JAX's "can't apply forward-mode autodiff"
+error.
 """
 
 from __future__ import annotations
@@ -98,8 +103,8 @@ def _self_squared_euclidean(a: jax.Array) -> jax.Array:
 
 
 def _self_squared_euclidean_fwd(a):
-  distances, unclamped = _self_squared_euclidean_forward(a)
-  return distances, (a, unclamped)
+  squared, unclamped = _self_squared_euclidean_forward(a)
+  return squared, (a, unclamped)
 
 
 def _self_squared_euclidean_bwd(residuals, cotangent):

@@ -293,3 +293,15 @@ def test_mixed_pair_labels_formula():
   y = jnp.asarray([[1.0, 1.0, 0.0, 0.0]])
   mixed = labels_lib.mixed_pair_labels(y, jnp.asarray([0, 0, 2]), jnp.asarray([2, 1, 3]), 0.7)
   np.testing.assert_allclose(mixed, [[0.7, 1.0, 0.0]], rtol=1e-6)
+
+
+def test_self_distances_support_reverse_mode_only():
+  """What the hand-written gradients allow, as the module docstring says: grad of grad works, forward mode raises."""
+  a = jnp.asarray(_rows(7, 8, 4))
+  for metric in ("euclidean", "cosine"):
+    def total(x, metric=metric):
+      return jnp.sum(jnp.sin(distances.pairwise(x, metric=metric)))
+    second = jax.grad(lambda x: jnp.sum(jax.grad(total)(x) ** 2))(a)
+    assert np.all(np.isfinite(second))
+    with pytest.raises(TypeError, match="forward-mode"):
+      jax.jvp(total, (a,), (a,))
