@@ -19,7 +19,6 @@ terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's m
 from __future__ import annotations
 
 import functools
-
 import inspect
 
 import jax
