@@ -539,6 +539,8 @@ def generalized_lifted_structure(
 # ----------------------------------------------------------------------------------------------------------------
 # Registry: name -> (embedding form, matrix form, the metric its matrix form expects).
 
+from metriclearn import proxy_losses  # noqa: E402  (the classification/proxy losses; it does not import this module)
+
 LOSSES = {
     "contrastive": contrastive,
     "triplet": triplet,
@@ -547,6 +549,11 @@ LOSSES = {
     "npair": npair,
     "lifted_structure": lifted_structure,
     "generalized_lifted_structure": generalized_lifted_structure,
+    "proxy_nca": proxy_losses.proxy_nca,
+    "normalized_softmax": proxy_losses.normalized_softmax,
+    "cosface": proxy_losses.cosface,
+    "arcface": proxy_losses.arcface,
+    "soft_triple": proxy_losses.soft_triple,
 }
 
 MATRIX_LOSSES = {
@@ -557,6 +564,11 @@ MATRIX_LOSSES = {
     "npair": npair_from_matrix,
     "lifted_structure": lifted_structure_from_matrix,
     "generalized_lifted_structure": generalized_lifted_structure_from_matrix,
+    "proxy_nca": proxy_losses.proxy_nca_from_matrix,
+    "normalized_softmax": proxy_losses.normalized_softmax_from_matrix,
+    "cosface": proxy_losses.cosface_from_matrix,
+    "arcface": proxy_losses.arcface_from_matrix,
+    "soft_triple": proxy_losses.soft_triple_from_matrix,
 }
 
 # The `s` each matrix form expects when built from embeddings (what `batch_matrices(metric=...)` should produce).
@@ -568,6 +580,27 @@ MATRIX_METRIC = {
     "npair": "cosine",
     "lifted_structure": "euclidean",
     "generalized_lifted_structure": "euclidean",
+    "proxy_nca": "squared_euclidean",  # the proxy forms: `s` of the rows to the class rows, [A, C]
+    "normalized_softmax": "cosine",
+    "cosface": "cosine",
+    "arcface": "cosine",
+    "soft_triple": "cosine",  # then `proxy_losses.soft_triple_class_similarity` over the K centres
+}
+
+# Loss-owned arrays (DESIGN §3): loss name -> init(rng, num_classes, embedding_dim, **loss_kwargs) -> {name: array}.
+# Convention: the arrays are learnable parameters of the loss, stored under `params["loss"]` and updated by the
+# optimiser (their learning rate: `optimizer.loss_lr_multiplier`). The keys of the returned dict are the names of the
+# loss's positional parameters after `labels`, in their order (`proxy_anchor(embeddings, labels, proxies, *, ...)`
+# -> {"proxies": f[C, D]}); methods call `LOSSES[name](embeddings, labels, **params["loss"], **kwargs)`. The init
+# takes the loss's own keywords (`config.loss.kwargs`) and ignores those it does not need (`**_`). A loss without an
+# entry owns no array; methods that compare batch pairs only (AML, APFS, the cross-batch memory) refuse these losses.
+LOSS_PARAMS = {
+    "proxy_anchor": proxy_losses.init_proxy_anchor,
+    "proxy_nca": proxy_losses.init_proxy_nca,
+    "normalized_softmax": proxy_losses.init_class_weights,
+    "cosface": proxy_losses.init_class_weights,
+    "arcface": proxy_losses.init_class_weights,
+    "soft_triple": proxy_losses.init_soft_triple,
 }
 
 
