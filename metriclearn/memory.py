@@ -54,9 +54,10 @@ from metriclearn import labels as labels_lib
 from metriclearn import losses
 
 # Losses with a reference-column form: those whose embedding form takes `ref_embeddings` (not proxy anchor, whose
-# anchors are the proxies, nor N-pair, whose one-positive-per-class cross-entropy has no extra columns).
+# anchors are the proxies, nor N-pair, whose one-positive-per-class cross-entropy has no extra columns), and no loss
+# with its own arrays (`losses.LOSS_PARAMS`: this module's matrices do not pass them).
 SUPPORTED_LOSSES = tuple(name for name, fn in losses.LOSSES.items()
-                         if "ref_embeddings" in inspect.signature(fn).parameters)
+                         if "ref_embeddings" in inspect.signature(fn).parameters and name not in losses.LOSS_PARAMS)
 
 
 class Reference(NamedTuple):
@@ -190,7 +191,7 @@ class CrossBatchMemory:
       raise ValueError(f"config.memory.warmup_steps must be ≥ 0, got {warmup_steps}")
     if config.loss.name not in SUPPORTED_LOSSES:
       reason = (" (its anchors are the learned proxies, one per class, which already span every class: a memory of "
-                "past embeddings has no use there)" if config.loss.name == "proxy_anchor" else "")
+                "past embeddings has no use there)" if config.loss.name in losses.LOSS_PARAMS else "")
       raise ValueError(f"a cross-batch memory (config.memory.size > 0) needs a pair loss with reference columns, "
                        f"one of {list(SUPPORTED_LOSSES)}; got config.loss.name={config.loss.name!r}{reason}. "
                        "Set config.memory.size=0 to train without it.")

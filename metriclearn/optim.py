@@ -58,6 +58,7 @@ _DEFAULTS: dict[str, Any] = {
     "gamma": 0.1,
     "warmup_cosine_steps": 0,
     "lr_multipliers": (),
+    "loss_lr_multiplier": 1.0,
     "frozen_warmup_steps": 0,
     "trainable_during_warmup": "head",
     "frozen": "",
@@ -85,7 +86,11 @@ def default_config() -> ml_collections.ConfigDict:
     gamma: "step": decay factor.
     warmup_cosine_steps: "cosine": steps of linear warm-up from 0 to `learning_rate`.
     lr_multipliers: ((pattern, multiplier), ...) pairs or a {pattern: multiplier} dict; the first matching pattern
-      wins, unmatched parameters get 1. (Pairs, because ConfigDict keys cannot contain the dots of a regex.)
+      wins, unmatched parameters get 1 (or `loss_lr_multiplier`). (Pairs, because ConfigDict keys cannot contain
+      the dots of a regex.)
+    loss_lr_multiplier: multiplier of a loss's own arrays (`params["loss"]`: proxies, class weights, SoftTriple
+      centres, margin's β) when no `lr_multipliers` pattern matches them. Proxy losses are known to need ~100×
+      the backbone's rate (the Proxy-Anchor code, the Reality Check's settings). No effect without such arrays.
     frozen_warmup_steps: steps during which only `trainable_during_warmup` parameters are updated.
     trainable_during_warmup: pattern of the parameters trained during the warm-up.
     frozen: pattern of parameters never updated ("" = none).
@@ -195,7 +200,8 @@ def param_labels(config: Mapping[str, Any] | ml_collections.ConfigDict | None, p
   def label(path: str, is_frozen: bool, is_held_back: bool) -> str:
     if is_frozen:
       return "frozen"
-    multiplier = next((value for pattern, value in compiled if pattern.match(path)), 1.0)
+    default = float(config["loss_lr_multiplier"]) if path.split("/")[0] == "loss" else 1.0
+    multiplier = next((value for pattern, value in compiled if pattern.match(path)), default)
     return f"{'after_warmup' if is_held_back else 'always'}*{multiplier!r}"
 
   return jax.tree.map(label, paths, frozen, held_back)

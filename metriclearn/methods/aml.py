@@ -74,9 +74,9 @@ def make_pair_loss(name: str, kwargs: dict[str, Any]):
   Accepts the embedding form's keywords: `squared` (squared Euclidean distances) and `normalize` (L2-normalise the
   embeddings first) choose the matrix `s`; the rest go to `losses.MATRIX_LOSSES[name]`.
   """
-  if name == "proxy_anchor":
-    raise ValueError("AML needs a pair loss over the batch; proxy_anchor compares with proxies. Choose one of: "
-                     + ", ".join(sorted(set(losses.MATRIX_LOSSES) - {"proxy_anchor"})))
+  if name in losses.LOSS_PARAMS:
+    raise ValueError(f"AML needs a pair loss over the batch; {name} compares with its own learned class rows. Choose "
+                     "one of: " + ", ".join(sorted(set(losses.MATRIX_LOSSES) - set(losses.LOSS_PARAMS))))
   matrix_loss = registry.lookup(losses.MATRIX_LOSSES, name, "loss")
   kwargs = dict(kwargs)
   squared = bool(kwargs.pop("squared", False))

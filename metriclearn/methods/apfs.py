@@ -76,8 +76,8 @@ from metriclearn.state import TrainState
 
 PAIR_RESTRICTIONS = ("restricted", "full")
 ANCHORS = ("samples", "representatives")
-# Pair losses; proxy anchor has proxies, not representatives, as anchors.
-SUPPORTED_LOSSES = tuple(name for name in losses.MATRIX_LOSSES if name != "proxy_anchor")
+# Pair losses; losses with their own arrays (proxy anchor, the classification losses) compare with those instead.
+SUPPORTED_LOSSES = tuple(name for name in losses.MATRIX_LOSSES if name not in losses.LOSS_PARAMS)
 
 
 @dataclasses.dataclass(frozen=True)

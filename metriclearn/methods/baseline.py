@@ -10,7 +10,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
 from metriclearn import losses
@@ -30,7 +29,14 @@ def apply_model(model: nn.Module, params: Any, batch_stats: Any, images: jax.Arr
 
 def init_proxies(rng: jax.Array, num_classes: int, embedding_dim: int) -> jax.Array:
   """Proxy-anchor proxies `f32[C, D]`, Kaiming-normal with fan_out = C, as pytorch-metric-learning initialises them."""
-  return jax.random.normal(rng, (num_classes, embedding_dim)) * jnp.sqrt(2.0 / num_classes)
+  return losses.LOSS_PARAMS["proxy_anchor"](rng, num_classes, embedding_dim)["proxies"]
+
+
+def init_loss_params(loss_name: str, rng: jax.Array, num_classes: int, embedding_dim: int,
+                     loss_kwargs: dict[str, Any]) -> dict[str, jax.Array] | None:
+  """The arrays loss `loss_name` owns (`losses.LOSS_PARAMS`), for `params["loss"]`; None if it owns none."""
+  init = losses.LOSS_PARAMS.get(loss_name)
+  return None if init is None else dict(init(rng, num_classes, embedding_dim, **loss_kwargs))
 
 
 def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation, **changes) -> TrainState:
@@ -67,16 +73,18 @@ class Baseline:
     model_rng, proxy_rng = jax.random.split(rng)
     variables = self.model.init(model_rng, images, train=False)
     params = dict(variables["params"])
-    if self.loss_name == "proxy_anchor":
-      params["loss"] = {"proxies": init_proxies(proxy_rng, self.num_classes, self.model.embedding_dim)}
+    loss_params = init_loss_params(self.loss_name, proxy_rng, self.num_classes, self.model.embedding_dim,
+                                   self.loss_kwargs)
+    if loss_params is not None:
+      params["loss"] = loss_params
     return params, variables.get("batch_stats", {}), {}
 
   def loss(self, params, batch_stats, batch, rng, ref: memory.Reference | None = None):
     """The loss of one batch (with `ref`: and the memory's columns) and `(new BatchNorm statistics, embeddings)`."""
     del rng  # the baseline is deterministic given the batch
     embeddings, batch_stats = apply_model(self.model, params, batch_stats, batch["image"], train=True)
-    if self.loss_name == "proxy_anchor":
-      value = self.loss_fn(embeddings, batch["label"], params["loss"]["proxies"])
+    if self.loss_name in losses.LOSS_PARAMS:  # the loss's own arrays, by name (the `LOSS_PARAMS` convention)
+      value = self.loss_fn(embeddings, batch["label"], **params["loss"])
     else:
       value = memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, batch["label"], ref)
     return value, (batch_stats, embeddings)

@@ -415,8 +415,8 @@ class Metrix:
 
   def _clean_loss(self, params, embeddings: jax.Array, labels: jax.Array,
                   ref: memory.Reference | None) -> jax.Array:
-    if self.loss_name == "proxy_anchor":
-      return self.baseline.loss_fn(embeddings, labels, params["loss"]["proxies"])
+    if self.loss_name in losses.LOSS_PARAMS:
+      return self.baseline.loss_fn(embeddings, labels, **params["loss"])
     return memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, labels, ref)
 
   def train_step_with_reference(self, state: TrainState, batch: dict[str, jax.Array],
