@@ -13,6 +13,11 @@ other jobs share, torch's 2-thread parallel regions wait for a descheduled threa
 
     python benchmarks/losses.py                               # B = 128, 256, 512
     python benchmarks/losses.py --batch-sizes 512 --repeats 20 --losses triplet npair
+    python benchmarks/losses.py --batch-sizes 512 --losses proxy_nca normalized_softmax cosface arcface soft_triple \
+        proxy_nca/sop normalized_softmax/sop cosface/sop arcface/sop soft_triple/sop
+
+The classification / proxy losses run with PML's default settings and C = 100 classes (labels mod C); `<loss>/sop`
+with SOP's C = 11,318 (SoftTriple: 10 centres each, a [B, 113,180] similarity matrix on both sides).
 
 Prints a Markdown table (milliseconds, and the ratio PML / ours) and the geometric mean of the ratios at the largest
 B. Results and the machine they came from: benchmarks/RESULTS.md.
@@ -38,10 +43,23 @@ from metriclearn import losses
 
 DIM = 512
 NUM_PROXIES = 256  # proxy anchor: one proxy per training class; enough for the 128 classes of a B = 512 batch
+# The classification / proxy losses (`metriclearn.proxy_losses`): PML's attribute holding the class rows and whether
+# PML stores it as [D, rows] (ours: [rows, D]). Rows with C = 100 classes (labels taken mod C), and `<loss>/sop` with
+# SOP's C = 11,318 training classes.
+CLASS_ROWS = {"proxy_nca": ("proxies", False), "normalized_softmax": ("W", True), "cosface": ("W", True),
+              "arcface": ("W", True), "soft_triple": ("fc", True)}
+NUM_CLASSES = {"": 100, "sop": 11_318}
 
 
 def pml_loss(name: str) -> torch.nn.Module:
   """PML's loss with our defaults (DESIGN §3), so both sides compute the same number."""
+  if name.split("/")[0] in CLASS_ROWS:  # PML's default settings, seeded class rows
+    base, _, setting = name.partition("/")
+    torch.manual_seed(0)
+    cls = {"proxy_nca": pml_losses.ProxyNCALoss, "normalized_softmax": pml_losses.NormalizedSoftmaxLoss,
+           "cosface": pml_losses.CosFaceLoss, "arcface": pml_losses.ArcFaceLoss,
+           "soft_triple": pml_losses.SoftTripleLoss}[base]
+    return cls(num_classes=NUM_CLASSES[setting], embedding_size=DIM)
   if name == "contrastive":
     return pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=0.5)
   if name == "triplet":
@@ -112,8 +130,8 @@ def make_ours_step(name: str, embeddings: np.ndarray, labels: np.ndarray, proxie
     fixed = {"npair/m4": dict(max_pairs=len(labels) // 4), "triplet/m4": dict(max_positives=3)}[name]
     step = jax.jit(jax.value_and_grad(functools.partial(losses.LOSSES[name.split("/")[0]], **fixed)))
     args = (jnp.asarray(embeddings), jnp.asarray(labels))
-  elif name == "proxy_anchor":
-    step = jax.jit(jax.value_and_grad(losses.proxy_anchor, argnums=(0, 2)))
+  elif name == "proxy_anchor" or name.split("/")[0] in CLASS_ROWS:
+    step = jax.jit(jax.value_and_grad(losses.LOSSES[name.split("/")[0]], argnums=(0, 2)))
     args = (jnp.asarray(embeddings), jnp.asarray(labels), jnp.asarray(proxies))
   else:
     step = jax.jit(jax.value_and_grad(losses.LOSSES[name]))
@@ -141,7 +159,7 @@ def make_pml_step(name: str, embeddings: np.ndarray, labels: np.ndarray):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 512])
-  names = [*losses.LOSSES, "npair/m4", "triplet/m4"]
+  names = [*losses.LOSSES, "npair/m4", "triplet/m4", *(f"{name}/sop" for name in CLASS_ROWS)]
   parser.add_argument("--losses", nargs="+", default=names, choices=names)
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--budget", type=float, default=10.0, help="seconds of PML time per row before stopping early")
@@ -169,8 +187,15 @@ def main() -> None:
         continue  # these settings hold for 4-per-class batches only
       embeddings, labels = batch(batch_size, labelling)
       torch.set_num_threads(max(threads))
-      pml_step, pml_value, pml_fn = make_pml_step(name.split("/")[0], embeddings, labels)
-      proxies = pml_fn.proxies.detach().numpy() if name == "proxy_anchor" else None
+      if name.split("/")[0] in CLASS_ROWS:
+        labels = labels % NUM_CLASSES[name.partition("/")[2]]
+        pml_step, pml_value, pml_fn = make_pml_step(name, embeddings, labels)
+        attribute, transposed = CLASS_ROWS[name.split("/")[0]]
+        proxies = getattr(pml_fn, attribute).detach().numpy()
+        proxies = np.ascontiguousarray(proxies.T if transposed else proxies)
+      else:
+        pml_step, pml_value, pml_fn = make_pml_step(name.split("/")[0], embeddings, labels)
+        proxies = pml_fn.proxies.detach().numpy() if name == "proxy_anchor" else None
       ours_step, value = make_ours_step(name, embeddings, labels, proxies)
       # Same inputs, same loss: a benchmark of a wrong answer is worthless.
       assert math.isclose(value, pml_value, rel_tol=1e-4, abs_tol=1e-5), (name, batch_size, value, pml_value)
@@ -188,7 +213,7 @@ def main() -> None:
   for kind, ratios in (("medians", ratios_at_largest), ("best runs", best_ratios_at_largest)):
     defaults = {name: r for name, r in ratios.items() if "/" not in name}
     # As the training program runs them on m-per-class batches: the /m4 setting where one was timed.
-    program = {**defaults, **{name.split("/")[0]: r for name, r in ratios.items() if "/" in name}}
+    program = {**defaults, **{name.split("/")[0]: r for name, r in ratios.items() if name.endswith("/m4")}}
     for label, chosen in (("default settings", defaults), ("training-program settings, m = 4", program)):
       if chosen:
         geometric_mean = math.exp(statistics.fmean(math.log(r) for r in chosen.values()))
