@@ -343,7 +343,7 @@ def test_loss_lr_multiplier_scales_loss_arrays_only():
   optim.create_optimizer({"loss_lr_multiplier": 100.0}, {"head": params["head"]})
 
 
-@pytest.mark.parametrize("name", _NAMES)
+@pytest.mark.parametrize("name", [*_NAMES, "proxy_anchor"])
 def test_glyph_recipe_trains_two_steps(name, tmp_path):
   config = config_util.load_config(os.path.join(ROOT, "configs", "glyphs_proxy.py"), f"{name},smoke")
   config.num_steps = 2

@@ -27,11 +27,6 @@ def apply_model(model: nn.Module, params: Any, batch_stats: Any, images: jax.Arr
   return output, updates.get("batch_stats", batch_stats)
 
 
-def init_proxies(rng: jax.Array, num_classes: int, embedding_dim: int) -> jax.Array:
-  """Proxy-anchor proxies `f32[C, D]`, Kaiming-normal with fan_out = C, as pytorch-metric-learning initialises them."""
-  return losses.LOSS_PARAMS["proxy_anchor"](rng, num_classes, embedding_dim)["proxies"]
-
-
 def init_loss_params(loss_name: str, rng: jax.Array, num_classes: int, embedding_dim: int,
                      loss_kwargs: dict[str, Any]) -> dict[str, jax.Array] | None:
   """The arrays loss `loss_name` owns (`losses.LOSS_PARAMS`), for `params["loss"]`; None if it owns none."""
@@ -47,7 +42,8 @@ def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformat
 
 
 class Baseline:
-  """Any registered loss on the batch embeddings: `config.loss = {name, kwargs}`."""
+  """Any registered loss on the batch embeddings: `config.loss = {name, kwargs}`. A loss that owns arrays
+  (`losses.LOSS_PARAMS`: proxies, class weights, centres) has them under `params["loss"]`, passed to it by name."""
 
   def __init__(self, config, model: nn.Module, num_classes: int):
     self.model = model
