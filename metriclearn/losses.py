@@ -592,8 +592,9 @@ MATRIX_METRIC = {
 # optimiser (their learning rate: `optimizer.loss_lr_multiplier`). The keys of the returned dict are the names of the
 # loss's positional parameters after `labels`, in their order (`proxy_anchor(embeddings, labels, proxies, *, ...)`
 # -> {"proxies": f[C, D]}); methods call `LOSSES[name](embeddings, labels, **params["loss"], **kwargs)`. The init
-# takes the loss's own keywords (`config.loss.kwargs`) and ignores those it does not need (`**_`). A loss without an
-# entry owns no array; methods that compare batch pairs only (AML, APFS, the cross-batch memory) refuse these losses.
+# takes the loss's own keywords (`config.loss.kwargs`) and ignores those it does not need (`**_`); it may return {}
+# when those settings need no array (e.g. a fixed β). A loss without an entry owns no array. AML and APFS, which build
+# batch-pair matrices only, refuse the losses listed here; a cross-batch memory refuses a loss whose arrays exist.
 LOSS_PARAMS = {
     "proxy_anchor": proxy_losses.init_proxy_anchor,
     "proxy_nca": proxy_losses.init_proxy_nca,

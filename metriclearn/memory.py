@@ -54,10 +54,10 @@ from metriclearn import labels as labels_lib
 from metriclearn import losses
 
 # Losses with a reference-column form: those whose embedding form takes `ref_embeddings` (not proxy anchor, whose
-# anchors are the proxies, nor N-pair, whose one-positive-per-class cross-entropy has no extra columns), and no loss
-# with its own arrays (`losses.LOSS_PARAMS`: this module's matrices do not pass them).
+# anchors are the proxies, nor N-pair, whose one-positive-per-class cross-entropy has no extra columns). A loss with
+# arrays of its own under `params["loss"]` (e.g. a learned β) is refused by the method at its first step.
 SUPPORTED_LOSSES = tuple(name for name, fn in losses.LOSSES.items()
-                         if "ref_embeddings" in inspect.signature(fn).parameters and name not in losses.LOSS_PARAMS)
+                         if "ref_embeddings" in inspect.signature(fn).parameters)
 
 
 class Reference(NamedTuple):

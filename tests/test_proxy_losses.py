@@ -12,6 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,8 @@ from pytorch_metric_learning import losses as pml_losses
 
 from metriclearn import config_util
 from metriclearn import losses
+from metriclearn import methods
+from metriclearn import models
 from metriclearn import optim
 from metriclearn import proxy_losses
 from metriclearn import train
@@ -341,6 +344,37 @@ def test_loss_lr_multiplier_scales_loss_arrays_only():
   np.testing.assert_allclose(explicit["loss"]["proxies"], 3.0 * plain["loss"]["proxies"], rtol=1e-6)
   # No loss arrays: no effect, no error.
   optim.create_optimizer({"loss_lr_multiplier": 100.0}, {"head": params["head"]})
+
+
+def _baseline(loss_name: str, loss_kwargs: dict | None = None):
+  config = ml_collections.ConfigDict(dict(
+      batch_size=8, sampler=dict(name="m_per_class", kwargs=dict(m=2)), loss=dict(name=loss_name,
+                                                                                  kwargs=loss_kwargs or {}),
+      method=dict(name="baseline", kwargs={})))
+  model = models.create_model("mlp", embedding_dim=4, hidden_dims=(8,), batchnorm=False)
+  return methods.create_method(config, model, num_classes=5)
+
+
+def test_baseline_keeps_loss_arrays_under_params_and_passes_them_by_name():
+  method = _baseline("soft_triple", {"centers_per_class": 3})
+  params, _, _ = method.init(jax.random.key(0), jnp.zeros((8, 1, 1, 6)))
+  assert list(params["loss"]) == ["centers"] and params["loss"]["centers"].shape == (15, 4)
+  batch = {"image": jnp.asarray(np.random.default_rng(0).normal(size=(8, 1, 1, 6)), jnp.float32),
+           "label": jnp.asarray([0, 1, 2, 3, 0, 1, 2, 3])}
+  value, _ = method.loss(params, {}, batch, None)
+  embeddings = method.model.apply({"params": {k: v for k, v in params.items() if k != "loss"}}, batch["image"],
+                                  train=False)
+  np.testing.assert_allclose(value, proxy_losses.soft_triple(embeddings, batch["label"], params["loss"]["centers"],
+                                                             centers_per_class=3), rtol=1e-6)
+  with pytest.raises(ValueError, match="cross-batch memory"):
+    method.loss_with_own_arrays(params, embeddings, batch["label"], ref=object())
+
+
+def test_an_init_without_arrays_adds_no_loss_params(monkeypatch):
+  # e.g. a margin loss with a fixed β: the init returns {} and the loss is called without arrays.
+  monkeypatch.setitem(losses.LOSS_PARAMS, "contrastive", lambda rng, num_classes, embedding_dim, **_: {})
+  params, _, _ = _baseline("contrastive").init(jax.random.key(0), jnp.zeros((8, 1, 1, 6)))
+  assert "loss" not in params
 
 
 @pytest.mark.parametrize("name", [*_NAMES, "proxy_anchor"])

@@ -29,9 +29,11 @@ def apply_model(model: nn.Module, params: Any, batch_stats: Any, images: jax.Arr
 
 def init_loss_params(loss_name: str, rng: jax.Array, num_classes: int, embedding_dim: int,
                      loss_kwargs: dict[str, Any]) -> dict[str, jax.Array] | None:
-  """The arrays loss `loss_name` owns (`losses.LOSS_PARAMS`), for `params["loss"]`; None if it owns none."""
+  """The arrays loss `loss_name` owns (`losses.LOSS_PARAMS`), for `params["loss"]`; None if it owns none (no init,
+  or an init that returns no array for these `loss_kwargs`, e.g. a margin loss with a fixed β)."""
   init = losses.LOSS_PARAMS.get(loss_name)
-  return None if init is None else dict(init(rng, num_classes, embedding_dim, **loss_kwargs))
+  arrays = {} if init is None else dict(init(rng, num_classes, embedding_dim, **loss_kwargs))
+  return arrays or None
 
 
 def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation, **changes) -> TrainState:
@@ -75,12 +77,20 @@ class Baseline:
       params["loss"] = loss_params
     return params, variables.get("batch_stats", {}), {}
 
+  def loss_with_own_arrays(self, params, embeddings: jax.Array, labels: jax.Array,
+                           ref: memory.Reference | None = None) -> jax.Array:
+    """The loss with its arrays `params["loss"]` passed by name (the `losses.LOSS_PARAMS` convention)."""
+    if ref is not None:
+      raise ValueError("a cross-batch memory cannot be combined with a loss that owns arrays under params['loss'] "
+                       f"({sorted(params['loss'])}); set config.memory.size=0")
+    return self.loss_fn(embeddings, labels, **params["loss"])
+
   def loss(self, params, batch_stats, batch, rng, ref: memory.Reference | None = None):
     """The loss of one batch (with `ref`: and the memory's columns) and `(new BatchNorm statistics, embeddings)`."""
     del rng  # the baseline is deterministic given the batch
     embeddings, batch_stats = apply_model(self.model, params, batch_stats, batch["image"], train=True)
-    if self.loss_name in losses.LOSS_PARAMS:  # the loss's own arrays, by name (the `LOSS_PARAMS` convention)
-      value = self.loss_fn(embeddings, batch["label"], **params["loss"])
+    if "loss" in params:  # the loss's own arrays, by name (the `LOSS_PARAMS` convention)
+      value = self.loss_with_own_arrays(params, embeddings, batch["label"], ref)
     else:
       value = memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, batch["label"], ref)
     return value, (batch_stats, embeddings)

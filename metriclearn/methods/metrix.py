@@ -415,8 +415,8 @@ class Metrix:
 
   def _clean_loss(self, params, embeddings: jax.Array, labels: jax.Array,
                   ref: memory.Reference | None) -> jax.Array:
-    if self.loss_name in losses.LOSS_PARAMS:
-      return self.baseline.loss_fn(embeddings, labels, **params["loss"])
+    if "loss" in params:
+      return self.baseline.loss_with_own_arrays(params, embeddings, labels, ref)
     return memory.pair_loss(self.loss_name, self.loss_kwargs, embeddings, labels, ref)
 
   def train_step_with_reference(self, state: TrainState, batch: dict[str, jax.Array],
