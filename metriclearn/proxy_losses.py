@@ -138,6 +138,8 @@ def proxy_nca(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array, *,
   L2-normalised embedding and proxy (= 2 − 2cos, computed from one matmul of cosines), s = `softmax_scale`.
   Departure: the paper's denominator sums over the other classes' proxies only (Z \\ {p(y)}); PML's softmax includes
   the positive proxy (as ProxyNCA++). The default follows PML.
+  Departure (from PML): PML drops a row whose target probability underflows to 0 in float32 (possible only for
+  softmax_scale ≳ 20); here its loss is kept, finite, from the log-sum-exp.
   """
   _check_inputs(embeddings, labels, proxies, "proxies")
   distance = 2.0 - 2.0 * _cosine_to_rows(embeddings, proxies)
@@ -226,8 +228,11 @@ def arcface(embeddings: jax.Array, labels: jax.Array, weights: jax.Array, *, mar
   """
   _check_inputs(embeddings, labels, weights, "weights")
   y = _class_targets(labels, weights.shape[0])
-  logits = scale * _arc_logits(_cosine_to_rows(embeddings, weights), y, math.radians(margin))
-  return _cross_entropy(logits, y, None)
+  cosine = _cosine_to_rows(embeddings, weights)
+  # Hard labels: only the target column changes, so the angle arithmetic runs on [B] cosines, not [B, C].
+  target_cosine = jnp.sum(y * cosine, axis=1, keepdims=True)
+  target_logit = _arc_logits(target_cosine, jnp.ones_like(target_cosine), math.radians(margin))
+  return _cross_entropy(scale * (cosine + y * (target_logit - target_cosine)), y, None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
