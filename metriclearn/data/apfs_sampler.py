@@ -15,8 +15,8 @@ authors' `MPerClass(representative_lifetime=T)` sampler [L]:
   fills its ordinary slots with replacement, every image once before any repeats (`samplers.draw_from_class`, one
   warning with counts at construction); larger classes are drawn without replacement exactly as before. A 1-image
   class is its own representative and every ordinary sample: its restricted positive pairs (sample, representative)
-  are at distance 0 (zero loss, zero gradient), and its representative still enters the other classes' negative
-  pairs, so the class stays usable. The per-class representative queues need no change: they run through whatever
+  are at distance 0 (easy pairs, finite under the safe square root), and its representative still enters the other
+  classes' negative pairs, so the class stays usable. The per-class representative queues need no change: they run through whatever
   examples a class has.
 * `class_selection="random"`: the batch's P classes come from the m-per-class stream (a permutation of the classes per
   pass, cut into groups of P), as [L]. `"hard"` (our design [I], `papers/apfs.md` (h)): from stage 1 on, a batch is a

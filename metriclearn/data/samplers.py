@@ -16,9 +16,9 @@ Small classes (real SOP has thousands of 2- and 3-image classes, In-Shop too) ar
 examples than a batch needs of it is drawn with replacement (`draw_from_class`), and the sampler logs one warning
 with the counts when it is built. Classes with enough examples are drawn without replacement, exactly as before
 (same random numbers, so runs on such data reproduce bit-for-bit). What each sampler does with a 1-image class:
-* `m_per_class`: its M slots all hold that image, as in PML's `MPerClassSampler`. It gives no positive pair (its
-  positive distances are 0, a zero-loss, zero-gradient term under the losses' safe square root) but its image is a
-  negative for the other P−1 classes. With `m=2` (DAML's N-pair batches) the anchor is its own positive: an easy
+* `m_per_class`: its M slots all hold that image, as in PML's `MPerClassSampler`. Its positive pairs are the image
+  with itself (distance 0: an easy pair, finite under the losses' safe square root), and its image is a real negative
+  for the other P−1 classes. With `m=2` (DAML's N-pair batches) the anchor is its own positive: an easy
   tuple, whose positive is still a real negative for every other anchor. None of the four benchmarks has such a
   class (SOP and In-Shop train classes have ≥ 2 images, CUB ≥ 41, Cars ≥ 24); a folder data set may.
 * `triplets`: a 1-image class cannot be an anchor class, so it takes a negative slot of its batch; only when a batch
