@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -20,6 +21,8 @@ from metriclearn.data import (
     load_dataset,
     make_sampler,
 )
+from metriclearn.data import samplers
+from metriclearn.data.apfs_sampler import APFSSampler
 
 SMALL_GLYPHS = {"max_classes": 24, "images_per_class": 4}
 
@@ -215,14 +218,143 @@ def test_sampler_errors():
     MPerClassSampler(_labels([8] * 10), 30, m=4)
   with pytest.raises(ValueError, match=r"needs P=5 distinct classes per batch, but the labels have only 4 classes"):
     MPerClassSampler(labels, 10, m=2)
-  with pytest.raises(ValueError, match=r"class 2 has 3 examples, fewer than M=4 .*choose m <= 3 or remove"):
-    MPerClassSampler(labels, 8, m=4)
   with pytest.raises(ValueError, match="batch_size 40 is larger than the split"):
     RandomSampler(labels, 40)
   with pytest.raises(ValueError, match="unknown sampler 'mpc'; valid sampler names are: 'm_per_class', 'random'"):
     make_sampler("mpc", labels, 8)
   with pytest.raises(ValueError, match="unknown keyword.*'samples_per_class'.*accepted:.*'m'"):
     make_sampler("m_per_class", labels, 8, samples_per_class=2)
+
+
+# SOP-like class sizes (real SOP: 2–12 images per class): 18 of 25 classes have fewer than M = 4.
+SOP_LIKE_SIZES = [2] * 10 + [3] * 8 + [4, 5, 5, 6, 7, 9, 12]
+
+
+def _shuffled_labels(counts, seed=0):
+  return np.random.default_rng(seed).permutation(_labels(counts))
+
+
+def _warnings(caplog, build):
+  """The warnings logged while `build()` runs, and its result."""
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    result = build()
+  return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING], result
+
+
+def _former_m_per_class_batch(labels, batch_size, seed, m, step):
+  """The m-per-class draw before small classes were allowed (`rng.choice(..., replace=False)` per class), written
+  out again: classes with at least M examples must keep getting exactly these batches."""
+  classes, counts = np.unique(labels, return_counts=True)
+  members = np.split(np.argsort(labels, kind="stable").astype(np.int32), np.cumsum(counts)[:-1])
+  per_batch = batch_size // m
+  epoch, position = divmod(step, len(classes) // per_batch)
+  order = samplers._rng(seed, samplers._STREAM_CLASS_PERMUTATION, epoch).permutation(len(classes))
+  rng = samplers._rng(seed, samplers._STREAM_SAMPLES_IN_CLASS, step)
+  return np.concatenate([rng.choice(members[c], size=m, replace=False)
+                         for c in order[position * per_batch:(position + 1) * per_batch]])
+
+
+def test_m_per_class_draws_small_classes_with_replacement_and_warns_once(caplog):
+  labels = _shuffled_labels(SOP_LIKE_SIZES)
+  messages, sampler = _warnings(caplog, lambda: MPerClassSampler(labels, 16, seed=2, m=4))
+  assert messages == [
+      "m_per_class sampler: 18 of 25 classes (44 of 92 images) have fewer than 4 examples, 0 of them a single one: "
+      "their M=4 slots are filled with replacement, every image of the class once before any repeats"]
+  assert sampler.steps_per_epoch == 25 // 4
+  for step in range(40):
+    batch = sampler.batch_indices(step)
+    assert batch.shape == (16,) and batch.dtype == np.int32
+    rows = batch.reshape(4, 4)  # P = 4 classes × M = 4, each class as 4 consecutive indices
+    row_classes = labels[rows[:, 0]]
+    assert len(set(row_classes)) == 4 and np.all(labels[rows] == row_classes[:, None])
+    for c, row in zip(row_classes, rows):
+      members = set(np.flatnonzero(labels == c))
+      if len(members) < 4:  # every image once, the rest repeats
+        assert set(row) == members
+      else:  # without replacement
+        assert len(set(row)) == 4 and set(row) <= members
+  # Within an epoch of classes no class repeats, small or not.
+  assert len(np.unique(labels[np.concatenate([sampler.batch_indices(s) for s in range(6, 12)])])) == 24
+  # Deterministic in (seed, step) and resumable: a fresh sampler at step 17 gives what the first gave.
+  _, resumed = _warnings(caplog, lambda: MPerClassSampler(labels, 16, seed=2, m=4))
+  for step in (17, 3, 39):
+    np.testing.assert_array_equal(resumed.batch_indices(step), sampler.batch_indices(step))
+  other = MPerClassSampler(labels, 16, seed=3, m=4)
+  assert not all(np.array_equal(other.batch_indices(s), sampler.batch_indices(s)) for s in range(10))
+
+
+def test_m_per_class_without_small_classes_is_unchanged_and_silent(caplog):
+  labels = _shuffled_labels([4, 7, 5, 9, 4, 6, 12, 4, 8, 5, 10], seed=1)  # every class has at least M = 4
+  messages, sampler = _warnings(caplog, lambda: MPerClassSampler(labels, 12, seed=5, m=4))
+  assert messages == []
+  for step in range(30):
+    np.testing.assert_array_equal(sampler.batch_indices(step), _former_m_per_class_batch(labels, 12, 5, 4, step))
+
+
+def test_m_per_class_single_image_classes_fill_their_slots_with_that_image(caplog):
+  labels = _shuffled_labels([1, 1, 2, 3, 6, 6])
+  messages, sampler = _warnings(caplog, lambda: MPerClassSampler(labels, 6, seed=0, m=3))
+  assert messages == [
+      "m_per_class sampler: 3 of 6 classes (4 of 19 images) have fewer than 3 examples, 2 of them a single one: "
+      "their M=3 slots are filled with replacement, every image of the class once before any repeats"]
+  seen = set()
+  for step in range(12):
+    for row in sampler.batch_indices(step).reshape(2, 3):
+      c = labels[row[0]]
+      seen.add(c)
+      if c in (0, 1):  # a 1-image class: its one image three times, as PML's MPerClassSampler
+        assert len(set(row)) == 1 and labels[row[0]] == c
+  assert seen == set(range(6))  # every class stays usable
+  # N-pair batches (m = 2, DAML): a 1-image class's anchor is its own positive; the others get two different images.
+  pairs = MPerClassSampler(labels, 4, seed=0, m=2)
+  for step in range(9):
+    anchor, positive = pairs.batch_indices(step)[0::2], pairs.batch_indices(step)[1::2]
+    np.testing.assert_array_equal(labels[anchor], labels[positive])
+    np.testing.assert_array_equal(anchor == positive, np.isin(labels[anchor], [0, 1]))
+
+
+def test_triplets_put_single_image_classes_in_negative_slots(caplog):
+  labels = _shuffled_labels([1, 2, 1, 3, 1, 4, 2, 1, 5, 2, 3, 2])  # 4 of 12 classes have one image
+  messages, sampler = _warnings(caplog, lambda: samplers.TripletSampler(labels, 12, seed=4))  # T = 4, 8 classes
+  assert messages == [
+      "triplets sampler: 4 of 12 classes (4 of 27 images) have fewer than 2 examples, 4 of them a single one: they "
+      "take negative slots; only where a batch draws more than T=4 of them is one an anchor, its own positive"]
+  for step in range(30):
+    batch = sampler.batch_indices(step)
+    assert batch.shape == (12,) and batch.dtype == np.int32
+    anchor, positive, negative = batch[0::3], batch[1::3], batch[2::3]
+    np.testing.assert_array_equal(labels[anchor], labels[positive])
+    assert np.all(anchor != positive)  # at most 4 single-image classes per batch: all of them fit the negatives
+    assert len(set(labels[anchor]) | set(labels[negative])) == 8
+  np.testing.assert_array_equal(samplers.TripletSampler(labels, 12, seed=4).batch_indices(7), sampler.batch_indices(7))
+  # More single-image classes in a batch than its T negative slots: the excess are anchors with themselves as positive.
+  crowded_labels = _shuffled_labels([1] * 6 + [3, 2])
+  crowded = samplers.TripletSampler(crowded_labels, 12, seed=0)
+  for step in range(5):
+    batch = crowded.batch_indices(step)
+    np.testing.assert_array_equal(crowded_labels[batch[0::3]], crowded_labels[batch[1::3]])
+    assert np.sum(batch[0::3] == batch[1::3]) == 2 and len(set(crowded_labels[batch])) == 8
+
+
+def test_apfs_fills_small_classes_with_replacement_and_stays_a_function_of_step(caplog):
+  labels = _shuffled_labels(SOP_LIKE_SIZES + [1])  # M−1 = 3 ordinary slots: the 2-image classes and the 1-image one
+  messages, sampler = _warnings(caplog, lambda: APFSSampler(labels, 16, seed=1, m=4, representative_lifetime=3))
+  assert messages == [
+      "APFS sampler: 11 of 26 classes (21 of 93 images) have fewer than 3 examples, 1 of them a single one: their "
+      "M−1=3 ordinary slots are filled with replacement, every image of the class once before any repeats"]
+  for step in range(30):
+    batch = sampler.batch_indices(step)
+    classes = sampler.batch_classes(step)
+    assert batch.shape == (16,) and batch.dtype == np.int32
+    np.testing.assert_array_equal(batch[:4], sampler.representatives(step // 3)[classes])
+    ordinary = batch[4:].reshape(3, 4).T  # [P, M−1]: slot j of class i at P + j·P + i
+    for c, row in zip(classes, ordinary):
+      members = set(np.flatnonzero(labels == c))
+      assert set(row) == members if len(members) < 3 else len(set(row)) == 3 and set(row) <= members
+  fresh = APFSSampler(labels, 16, seed=1, m=4, representative_lifetime=3)
+  for step in (22, 5, 13):
+    np.testing.assert_array_equal(fresh.batch_indices(step), sampler.batch_indices(step))
 
 
 # ---------------------------------------------------------------------------------------------------------- loader

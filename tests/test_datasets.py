@@ -1,6 +1,7 @@
 """Tests for the photo benchmarks (directory layouts, tfds), the file-backed loader path, transforms and protocols.
 
-Directory layouts are tiny fixtures written by `dataset_fixtures.py`. The tfds path on `tfds.testing.mock_data` is
+Directory layouts are tiny fixtures written by `dataset_fixtures.py`, minimal ones and ones with the real data sets'
+class-size histograms. The tfds path on `tfds.testing.mock_data` is
 in `test_datasets_tfds.py`, because the mock imports TensorFlow (about 10 s); reading prepared ArrayRecord data does
 not. Images are decoded at 16×16 to stay fast.
 """
@@ -35,11 +36,14 @@ from metriclearn.data import transforms
 SMALL = {"image_size": 16, "resize_size": 20}
 
 
-@pytest.fixture(scope="module", params=sorted(fx.MAKERS))
+@pytest.fixture(scope="module", params=[(name, kind) for name in sorted(fx.MAKERS) for kind in ("minimal", "real")],
+                ids=lambda param: "-".join(param))
 def layout(request, tmp_path_factory):
-  """(name, data_dir, expected class counts) for each data set's directory layout."""
-  root = str(tmp_path_factory.mktemp(request.param))
-  return request.param, root, fx.MAKERS[request.param](root)
+  """(name, data_dir, expected class counts) for each data set's directory layout: minimal, or with the real data
+  set's class-size histogram (`fx.make_realistic`)."""
+  name, kind = request.param
+  root = str(tmp_path_factory.mktemp(name))
+  return name, root, fx.MAKERS[name](root) if kind == "minimal" else fx.make_realistic(name, root)
 
 
 def _counts(split) -> dict:
@@ -76,6 +80,36 @@ def test_directory_layouts_give_the_standard_splits(layout):
     assert split.image_shape == (16, 16, 3)
   assert not set(dataset.train.class_names) & set(dataset.test.class_names)  # zero-shot
   assert dataset.mean == transforms.IMAGENET_MEAN and dataset.train_transform == RandomResizedCrop(size=16)
+
+
+# The ranges issue 18 measured on the real index files: (smallest, largest class) of the training split.
+REAL_RANGES = {"sop": (2, 12), "inshop": (2, 160), "cub": (41, 60), "cars": (24, 97)}
+
+
+@pytest.mark.parametrize("name", sorted(fx.CLASS_SIZES))
+def test_class_size_histograms_match_the_real_data_sets(name):
+  bins = fx.CLASS_SIZES[name]
+  assert math.isclose(sum(share for _, _, share in bins), 1.0, abs_tol=1e-9)
+  assert (bins[0][0], bins[-1][1]) == REAL_RANGES[name]
+  classes, images = fx.PUBLISHED_TRAIN[name]
+  assert abs(fx.histogram_mean(name) / (images / classes) - 1) < 0.01  # the published mean images per class
+  # The stratified draw follows the histogram. Class k's size lies between the histogram's quantiles k/n and (k+1)/n,
+  # and the quantile function is monotone, so the drawn mean is within (largest − smallest size) / n of the
+  # histogram's: with n = 20,000 at most 158 / 20,000 = 0.008 images (In-Shop), 0.12 % of 6.48; 1 % holds.
+  sizes = fx.class_sizes(name, 20_000, seed=3)
+  assert sizes.min() >= REAL_RANGES[name][0] and sizes.max() <= REAL_RANGES[name][1]
+  assert abs(sizes.mean() / fx.histogram_mean(name) - 1) < 0.01
+  np.testing.assert_array_equal(fx.class_sizes(name, 30, seed=4), fx.class_sizes(name, 30, seed=4))
+
+
+@pytest.mark.parametrize("name", ["sop", "inshop"])
+def test_realistic_sop_and_inshop_layouts_have_many_two_and_three_image_classes(name, tmp_path):
+  counts = fx.make_realistic(name, str(tmp_path))
+  train = np.array(list(counts["train"].values()))
+  assert np.sum(train == 2) >= 3 and np.sum(train == 3) >= 3 and np.mean(train < 4) >= 0.25
+  if name == "inshop":  # every test item has a query and a gallery image, as in the real query / gallery split
+    assert counts["query"].keys() == counts["gallery"].keys() and min(counts["query"].values()) >= 1
+    assert min(counts["gallery"].values()) >= 1
 
 
 def test_auto_source_finds_the_directory_layout(layout):

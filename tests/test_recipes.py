@@ -54,17 +54,13 @@ def test_every_recipe_is_exercised():
 
 @pytest.fixture(scope="module")
 def photo_roots(tmp_path_factory) -> dict[str, str]:
-  """Each benchmark's layout with 8 training classes of 6 images and 4 test classes of 3: enough for 4 triplets of
-  distinct classes (batch 12) and for 4 classes × 4 (batch 16)."""
+  """Each benchmark's layout with the real class-size histogram (`dataset_fixtures.make_realistic`): SOP and
+  In-Shop with many 2- and 3-image classes (fewer than the recipes' M), CUB with 41–60 and Cars with 24–97 images
+  per class."""
   base = tmp_path_factory.mktemp("photos")
   roots = {name: str(base / name) for name in PHOTO_DATASETS}
-  dataset_fixtures.make_cub(roots["cub"], classes=(*range(1, 9), *range(101, 105)), per_class=6)
-  dataset_fixtures.make_cars(roots["cars"], classes=(*range(1, 9), *range(99, 103)), per_class=6)
-  dataset_fixtures.make_sop(roots["sop"], train_classes=tuple(range(1, 9)), test_classes=tuple(range(11319, 11323)),
-                            per_class=6)
-  plan = [(item, "train", 6) for item in range(1, 9)]
-  plan += [(item, status, 2) for item in range(9, 13) for status in ("query", "gallery")]
-  dataset_fixtures.make_inshop(roots["inshop"], plan=plan)
+  for name in PHOTO_DATASETS:
+    dataset_fixtures.make_realistic(name, roots[name])
   return roots
 
 

@@ -11,6 +11,13 @@ authors' `MPerClass(representative_lifetime=T)` sampler [L]:
   (refilled and reshuffled when exhausted), so successive representatives run through a class without replacement.
 * The representative is drawn independently of the class's M−1 ordinary samples (as [L]): the same image can occupy
   two slots of a batch; the losses' safe square root keeps that finite.
+* Small classes (real SOP and In-Shop have thousands of 2- and 3-image classes): a class with fewer than M−1 examples
+  fills its ordinary slots with replacement, every image once before any repeats (`samplers.draw_from_class`, one
+  warning with counts at construction); larger classes are drawn without replacement exactly as before. A 1-image
+  class is its own representative and every ordinary sample: its restricted positive pairs (sample, representative)
+  are at distance 0 (easy pairs, finite under the safe square root), and its representative still enters the other
+  classes' negative pairs, so the class stays usable. The per-class representative queues need no change: they run through whatever
+  examples a class has.
 * `class_selection="random"`: the batch's P classes come from the m-per-class stream (a permutation of the classes per
   pass, cut into groups of P), as [L]. `"hard"` (our design [I], `papers/apfs.md` (h)): from stage 1 on, a batch is a
   *seed class* (each class once per pass of C steps) followed by its P−1 nearest classes by representative embedding,
@@ -41,6 +48,8 @@ import time
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+
+from metriclearn.data.samplers import draw_from_class, warn_small_classes
 
 CLASS_SELECTIONS = ("random", "hard")
 
@@ -97,8 +106,7 @@ class APFSSampler:
     plan_wait_timeout_s: how long `batch_indices` of a hard stage waits for its class plan before raising.
 
   Raises:
-    ValueError: M < 2, `batch_size` not a multiple of M, fewer than P classes, a class with fewer than M−1
-      examples, T < 1, an unknown class selection.
+    ValueError: M < 2, `batch_size` not a multiple of M, fewer than P classes, T < 1, an unknown class selection.
   """
 
   def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, *, m: int = 4,
@@ -123,9 +131,8 @@ class APFSSampler:
     if self.num_classes < self.classes_per_batch:
       raise ValueError(f"batch_size {batch_size} with M={m} needs P={self.classes_per_batch} distinct classes per "
                        f"batch, but the labels have only {self.num_classes} classes: lower batch_size or raise m")
-    if counts.min() < m - 1:
-      raise ValueError(f"class {int(np.argmin(counts))} has {counts.min()} examples, fewer than the M−1={m - 1} "
-                       f"ordinary samples per class: choose m <= {counts.min() + 1}")
+    warn_small_classes(counts, m - 1, "APFS", f"their M−1={m - 1} ordinary slots are filled with replacement, every "
+                       "image of the class once before any repeats")
     order = np.argsort(labels, kind="stable")
     self.members = np.split(order.astype(np.int32), np.cumsum(counts)[:-1])  # members[c]: indices of class c
     self.batch_size, self.m, self.seed = batch_size, m, seed
@@ -226,7 +233,7 @@ class APFSSampler:
     classes = self.batch_classes(step)
     representatives = self.representatives(self.stage(step))[classes]
     rng = _rng(self.seed, _STREAM_SAMPLES_IN_CLASS, step)
-    samples = np.stack([rng.choice(self.members[c], size=self.m - 1, replace=False) for c in classes])  # [P, M−1]
+    samples = np.stack([draw_from_class(rng, self.members[c], self.m - 1) for c in classes])  # [P, M−1]
     return np.concatenate([representatives, samples.T.reshape(-1)]).astype(np.int32)
 
   def representative_mask(self) -> np.ndarray:
