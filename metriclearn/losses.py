@@ -539,6 +539,8 @@ def generalized_lifted_structure(
 # ----------------------------------------------------------------------------------------------------------------
 # Registry: name -> (embedding form, matrix form, the metric its matrix form expects).
 
+from metriclearn import pair_losses  # noqa: E402  (NT-Xent, SupCon, margin, FastAP, SNR contrastive, circle)
+
 LOSSES = {
     "contrastive": contrastive,
     "triplet": triplet,
@@ -547,6 +549,7 @@ LOSSES = {
     "npair": npair,
     "lifted_structure": lifted_structure,
     "generalized_lifted_structure": generalized_lifted_structure,
+    **pair_losses.LOSSES,
 }
 
 MATRIX_LOSSES = {
@@ -557,6 +560,7 @@ MATRIX_LOSSES = {
     "npair": npair_from_matrix,
     "lifted_structure": lifted_structure_from_matrix,
     "generalized_lifted_structure": generalized_lifted_structure_from_matrix,
+    **pair_losses.MATRIX_LOSSES,
 }
 
 # The `s` each matrix form expects when built from embeddings (what `batch_matrices(metric=...)` should produce).
@@ -568,6 +572,7 @@ MATRIX_METRIC = {
     "npair": "cosine",
     "lifted_structure": "euclidean",
     "generalized_lifted_structure": "euclidean",
+    **pair_losses.MATRIX_METRIC,
 }
 
 
