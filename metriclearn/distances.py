@@ -164,7 +164,8 @@ def pairwise_snr(a: jax.Array, b: jax.Array | None = None) -> jax.Array:
 
   With centred rows c = x − mean(x), var(b_j − a_i) ∝ ‖c_bj − c_ai‖² and var(a_i) ∝ ‖c_ai‖² (the same 1/(D − 1)), so
   the matrix is one centred squared-Euclidean Gram matrix over the anchors' squared norms: 0 for identical rows, and 0
-  (zero gradient) where an anchor has no variance (a constant row, or D = 1), where PML divides by 0.
+  (zero gradient) where an anchor has (almost) no variance, ‖c‖² ≤ 1e-15: a constant row, D = 1, or a row of norm
+  ≲ 3e-8 (unit rows have ‖c‖² ∈ [0, 1]); PML divides by 0 there, and below ~1e-19 the gradient's 1/‖c‖⁴ overflows.
   """
   def centred(x):
     x = x.astype(jnp.float32)
@@ -173,7 +174,7 @@ def pairwise_snr(a: jax.Array, b: jax.Array | None = None) -> jax.Array:
   a_centred = centred(a)
   noise = pairwise_squared_euclidean(a_centred, None if b is None or b is a else centred(b))
   signal = jnp.sum(jnp.square(a_centred), axis=-1, keepdims=True)
-  has_signal = signal > 0
+  has_signal = signal > 1e-15
   return jnp.where(has_signal, noise / jnp.where(has_signal, signal, 1.0), 0.0)
 
 
