@@ -211,7 +211,8 @@ def margin(embeddings: jax.Array, labels: jax.Array, learned_beta: jax.Array | N
 
   L = Σ_{(a,p,n)} ([d_ap − β + α]₊ + [β − d_an + α]₊) / #(non-zero hinges) over all triplets (+ ν·β with
   `learn_beta`). `learned_beta` is the learnable β (`f32[]`, or `f32[num_classes]` for one β per class, indexed by the
-  anchor's label), made by `init_margin_beta`; without it β is the constant `beta` (and `learn_beta` must be False).
+  anchor's label, so labels must lie in [0, num_classes)), made by `init_margin_beta`; without it β is the constant
+  `beta` (and `learn_beta` must be False).
 
   Departure: the paper sums over pairs drawn by distance-weighted sampling; PML (the default) takes all triplets, so a
   positive pair's hinge counts once per negative and a negative's once per positive.
