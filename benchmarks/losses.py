@@ -49,6 +49,14 @@ NUM_PROXIES = 256  # proxy anchor: one proxy per training class; enough for the 
 CLASS_ROWS = {"proxy_nca": ("proxies", False), "normalized_softmax": ("W", True), "cosface": ("W", True),
               "arcface": ("W", True), "soft_triple": ("fc", True)}
 NUM_CLASSES = {"": 100, "sop": 11_318}
+PML_PAIR_LOSSES = {
+    "ntxent": pml_losses.NTXentLoss,
+    "supcon": pml_losses.SupConLoss,
+    "margin": pml_losses.MarginLoss,
+    "fastap": pml_losses.FastAPLoss,
+    "snr_contrastive": pml_losses.SignalToNoiseRatioContrastiveLoss,
+    "circle": pml_losses.CircleLoss,
+}
 
 
 def pml_loss(name: str) -> torch.nn.Module:
@@ -75,6 +83,8 @@ def pml_loss(name: str) -> torch.nn.Module:
     return pml_losses.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
   if name == "generalized_lifted_structure":
     return pml_losses.GeneralizedLiftedStructureLoss(neg_margin=1.0, pos_margin=0.0)
+  if name in PML_PAIR_LOSSES:  # metriclearn/pair_losses.py: PML's defaults are ours
+    return PML_PAIR_LOSSES[name]()
   raise ValueError(f"unknown loss {name!r}; valid losses: {sorted(losses.LOSSES)}")
 
 

@@ -157,14 +157,36 @@ def dot_product(a: jax.Array, b: jax.Array | None = None) -> jax.Array:
   return _self_gram(a) if b is None or b is a else _gram(a, b)
 
 
+def pairwise_snr(a: jax.Array, b: jax.Array | None = None) -> jax.Array:
+  """`f32[A, B]` of the signal-to-noise-ratio distance var(b_j − a_i) / var(a_i) (Yuan et al. 2019, "Signal-to-Noise
+  Ratio: A Robust Distance Metric for Deep Metric Learning"; PML's `SNRDistance`). Asymmetric: the anchor's variance
+  is the signal.
+
+  With centred rows c = x − mean(x), var(b_j − a_i) ∝ ‖c_bj − c_ai‖² and var(a_i) ∝ ‖c_ai‖² (the same 1/(D − 1)), so
+  the matrix is one centred squared-Euclidean Gram matrix over the anchors' squared norms: 0 for identical rows, and 0
+  (zero gradient) where an anchor has (almost) no variance, ‖c‖² ≤ 1e-15: a constant row, D = 1, or a row of norm
+  ≲ 3e-8 (unit rows have ‖c‖² ∈ [0, 1]); PML divides by 0 there, and below ~1e-19 the gradient's 1/‖c‖⁴ overflows.
+  """
+  def centred(x):
+    x = x.astype(jnp.float32)
+    return x - jnp.mean(x, axis=-1, keepdims=True)
+
+  a_centred = centred(a)
+  noise = pairwise_squared_euclidean(a_centred, None if b is None or b is a else centred(b))
+  signal = jnp.sum(jnp.square(a_centred), axis=-1, keepdims=True)
+  has_signal = signal > 1e-15
+  return jnp.where(has_signal, noise / jnp.where(has_signal, signal, 1.0), 0.0)
+
+
 METRICS = {
     "euclidean": pairwise_euclidean,
     "squared_euclidean": pairwise_squared_euclidean,
     "cosine": cosine_similarity,
     "dot": dot_product,
+    "snr": pairwise_snr,
 }
 # Which metrics grow with dissimilarity (distances) rather than with similarity.
-IS_DISTANCE = {"euclidean": True, "squared_euclidean": True, "cosine": False, "dot": False}
+IS_DISTANCE = {"euclidean": True, "squared_euclidean": True, "cosine": False, "dot": False, "snr": True}
 
 
 def pairwise(a: jax.Array, b: jax.Array | None = None, *, metric: str = "euclidean") -> jax.Array:

@@ -540,6 +540,7 @@ def generalized_lifted_structure(
 # Registry: name -> (embedding form, matrix form, the metric its matrix form expects).
 
 from metriclearn import proxy_losses  # noqa: E402  (the classification/proxy losses; it does not import this module)
+from metriclearn import pair_losses  # noqa: E402  (NT-Xent, SupCon, margin, FastAP, SNR contrastive, circle)
 
 LOSSES = {
     "contrastive": contrastive,
@@ -554,6 +555,7 @@ LOSSES = {
     "cosface": proxy_losses.cosface,
     "arcface": proxy_losses.arcface,
     "soft_triple": proxy_losses.soft_triple,
+    **pair_losses.LOSSES,
 }
 
 MATRIX_LOSSES = {
@@ -569,6 +571,7 @@ MATRIX_LOSSES = {
     "cosface": proxy_losses.cosface_from_matrix,
     "arcface": proxy_losses.arcface_from_matrix,
     "soft_triple": proxy_losses.soft_triple_from_matrix,
+    **pair_losses.MATRIX_LOSSES,
 }
 
 # The `s` each matrix form expects when built from embeddings (what `batch_matrices(metric=...)` should produce).
@@ -585,6 +588,7 @@ MATRIX_METRIC = {
     "cosface": "cosine",
     "arcface": "cosine",
     "soft_triple": "cosine",  # then `proxy_losses.soft_triple_class_similarity` over the K centres
+    **pair_losses.MATRIX_METRIC,
 }
 
 # Loss-owned arrays (DESIGN §3): loss name -> init(rng, num_classes, embedding_dim, **loss_kwargs) -> {name: array}.
@@ -602,7 +606,12 @@ LOSS_PARAMS = {
     "cosface": proxy_losses.init_class_weights,
     "arcface": proxy_losses.init_class_weights,
     "soft_triple": proxy_losses.init_soft_triple,
+    "margin": pair_losses.init_margin_params,  # {} unless learn_beta: with a fixed β it owns nothing
 }
+
+# The losses whose anchors or columns are their own learned class rows (proxies, class weights, centres), not the
+# batch's pairs: methods that build batch-pair matrices (AML, APFS) and the cross-batch memory cannot use them.
+CLASS_ROW_LOSSES = ("proxy_anchor", "proxy_nca", "normalized_softmax", "cosface", "arcface", "soft_triple")
 
 
 def matrix_form(loss_name: str, loss_kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:

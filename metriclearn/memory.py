@@ -191,7 +191,7 @@ class CrossBatchMemory:
       raise ValueError(f"config.memory.warmup_steps must be ≥ 0, got {warmup_steps}")
     if config.loss.name not in SUPPORTED_LOSSES:
       reason = (" (its anchors are the learned proxies, one per class, which already span every class: a memory of "
-                "past embeddings has no use there)" if config.loss.name in losses.LOSS_PARAMS else "")
+                "past embeddings has no use there)" if config.loss.name in losses.CLASS_ROW_LOSSES else "")
       raise ValueError(f"a cross-batch memory (config.memory.size > 0) needs a pair loss with reference columns, "
                        f"one of {list(SUPPORTED_LOSSES)}; got config.loss.name={config.loss.name!r}{reason}. "
                        "Set config.memory.size=0 to train without it.")

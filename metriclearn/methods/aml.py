@@ -74,9 +74,9 @@ def make_pair_loss(name: str, kwargs: dict[str, Any]):
   Accepts the embedding form's keywords: `squared` (squared Euclidean distances) and `normalize` (L2-normalise the
   embeddings first) choose the matrix `s`; the rest go to `losses.MATRIX_LOSSES[name]`.
   """
-  if name in losses.LOSS_PARAMS:
+  if name in losses.CLASS_ROW_LOSSES:
     raise ValueError(f"AML needs a pair loss over the batch; {name} compares with its own learned class rows. Choose "
-                     "one of: " + ", ".join(sorted(set(losses.MATRIX_LOSSES) - set(losses.LOSS_PARAMS))))
+                     "one of: " + ", ".join(sorted(set(losses.MATRIX_LOSSES) - set(losses.CLASS_ROW_LOSSES))))
   matrix_loss = registry.lookup(losses.MATRIX_LOSSES, name, "loss")
   kwargs = dict(kwargs)
   squared = bool(kwargs.pop("squared", False))

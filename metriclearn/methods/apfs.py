@@ -77,7 +77,7 @@ from metriclearn.state import TrainState
 PAIR_RESTRICTIONS = ("restricted", "full")
 ANCHORS = ("samples", "representatives")
 # Pair losses; losses with their own arrays (proxy anchor, the classification losses) compare with those instead.
-SUPPORTED_LOSSES = tuple(name for name in losses.MATRIX_LOSSES if name not in losses.LOSS_PARAMS)
+SUPPORTED_LOSSES = tuple(name for name in losses.MATRIX_LOSSES if name not in losses.CLASS_ROW_LOSSES)
 
 
 @dataclasses.dataclass(frozen=True)
