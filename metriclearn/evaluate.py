@@ -1,4 +1,5 @@
-"""Evaluation metrics for learned embeddings: retrieval (Recall@K, MAP@R), clustering (NMI, F1) and utilization.
+"""Evaluation metrics for learned embeddings: retrieval (Recall@K, MAP@R; full MAP and MRR on request), clustering
+(NMI, F1; AMI on request) and utilization.
 
 Retrieval follows Musgrave et al. 2020, "A Metric Learning Reality Check" (the definitions of
 pytorch-metric-learning's `AccuracyCalculator`), and is exact: every query is compared with every gallery item by

@@ -13,7 +13,9 @@ Every loss exists in two forms (DESIGN §2–§3):
 
 With their defaults, values and gradients equal pytorch-metric-learning's (PML 2.x) for the same settings:
 `normalize=True` L2-normalises inside the loss as PML's distances do, hinge losses average their strictly positive
-terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's masked `logsumexp`).
+terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's masked `logsumexp`). PML's other
+options are keywords: `reducer=`, `distance="cosine"`, triplet `smooth_loss=`, `miner_distance="euclidean"`, and
+PML's `ref_emb` as `reference_only=True` (README, "Coming from PML").
 """
 
 from __future__ import annotations
