@@ -256,7 +256,9 @@ def test_extra_metrics_leave_the_default_metrics_unchanged():
   default = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50)
   extra = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50, extra_metrics=("mrr", "map"))
   assert list(extra) == list(default) + ["map", "mrr"]
-  assert {name: extra[name] for name in default} == pytest.approx(default, abs=1e-12)
+  # The same per-query sums over longer (whole-gallery) rows: XLA may add the float32 terms in another order, so
+  # they agree to float32 rounding of a sum of ≤ 12 terms ≤ 1 (≲ 1e-6), not bit for bit.
+  assert {name: extra[name] for name in default} == pytest.approx(default, abs=1e-6)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
