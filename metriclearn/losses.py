@@ -13,7 +13,9 @@ Every loss exists in two forms (DESIGN §2–§3):
 
 With their defaults, values and gradients equal pytorch-metric-learning's (PML 2.x) for the same settings:
 `normalize=True` L2-normalises inside the loss as PML's distances do, hinge losses average their strictly positive
-terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's masked `logsumexp`).
+terms (PML's `AvgNonZeroReducer`), log-sum-exps over an empty set are 0 (PML's masked `logsumexp`). PML's other
+options are keywords: `reducer=`, `distance="cosine"`, triplet `smooth_loss=`, `miner_distance="euclidean"`, and
+PML's `ref_emb` as `reference_only=True` (README, "Coming from PML").
 """
 
 from __future__ import annotations
@@ -77,6 +79,57 @@ def batch_matrices(
   return s, y, valid
 
 
+def query_reference_matrices(
+    embeddings: jax.Array,
+    labels: jax.Array,
+    ref_embeddings: jax.Array,
+    ref_labels: jax.Array,
+    *,
+    metric: str = "euclidean",
+    normalize: bool = True,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(s, y, valid)` of the batch (queries, rows) against the reference set **only** (columns): PML's `ref_emb`.
+
+  Unlike `batch_matrices(..., ref_embeddings, ref_labels)` (columns `[batch; reference]`, self-pairs excluded), the
+  batch is not among the columns and no pair is excluded by index: `s` is `f32[B, R]`, `valid` is all ones (a
+  reference row equal to a query is an ordinary candidate, as in PML's `loss(emb, labels, ref_emb, ref_labels)`).
+  """
+  _check_batch(embeddings, labels)
+  _check_batch(ref_embeddings, ref_labels, name="ref_embeddings")
+  if normalize:
+    embeddings, ref_embeddings = distances.l2_normalize(embeddings), distances.l2_normalize(ref_embeddings)
+  s = distances.pairwise(embeddings, ref_embeddings, metric=metric)
+  y = labels_lib.pair_labels(labels, ref_labels.astype(labels.dtype))
+  return s, y, jnp.ones_like(y)
+
+
+def _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, *, reference_only: bool, metric: str,
+                   normalize: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The embedding forms' `(s, y, valid)`: `[batch; reference]` columns, or the reference alone (`reference_only`)."""
+  if reference_only:
+    if ref_embeddings is None or ref_labels is None:
+      raise ValueError("reference_only=True needs ref_embeddings and ref_labels (the only candidate columns)")
+    return query_reference_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric,
+                                    normalize=normalize)
+  return batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
+
+
+# The `distance=` keyword of contrastive and triplet (PML's `distance=`): name -> (metric, is a similarity).
+PAIR_DISTANCES = {"euclidean": ("euclidean", False), "squared_euclidean": ("squared_euclidean", False),
+                  "cosine": ("cosine", True)}
+
+
+def _pair_distance(distance: str, squared: bool) -> tuple[str, bool]:
+  """`(metric, similarity)` of the `distance` / `squared` keywords; `squared=True` means `"squared_euclidean"`."""
+  if distance not in PAIR_DISTANCES:
+    raise ValueError(f"unknown distance {distance!r}; valid distances: {list(PAIR_DISTANCES)}")
+  if squared:
+    if distance not in ("euclidean", "squared_euclidean"):
+      raise ValueError(f"squared=True means distance='squared_euclidean'; it contradicts distance={distance!r}")
+    distance = "squared_euclidean"
+  return PAIR_DISTANCES[distance]
+
+
 def _check_matrices(*matrices: jax.Array) -> None:
   shapes = {m.shape for m in matrices}
   if len(shapes) != 1 or matrices[0].ndim != 2:
@@ -102,6 +155,7 @@ def contrastive_from_matrix(
     pos_margin: float = 0.0,
     neg_margin: float = 0.5,
     reducer: str = "mean_nonzero",
+    similarity: bool = False,
 ) -> jax.Array:
   """Contrastive loss over a distance matrix with soft labels.
 
@@ -110,9 +164,13 @@ def contrastive_from_matrix(
   `mean_{k: λd_k>0} λd_k + mean_{k: (1−λ)[0.5−d_k]₊>0} (1−λ)[0.5−d_k]₊`.
 
   Args:
-    distance: `f[A, B]` distances (Euclidean or squared); y: `f[A, B]` soft pair labels; valid: `f[A, B]` 0/1.
+    distance: `f[A, B]` distances (Euclidean or squared), or similarities with `similarity=True`; y: `f[A, B]` soft
+      pair labels; valid: `f[A, B]` 0/1.
     pos_margin, neg_margin: hinge margins on the distance.
-    reducer: one of `reducers.REDUCERS`.
+    reducer: one of `reducers.REDUCERS`: `mean_nonzero` (PML `AvgNonZeroReducer`), `mean` (PML `MeanReducer`, each
+      part averaged over all its pairs), `sum` (PML `SumReducer`).
+    similarity: the matrix is a similarity s (larger = closer, e.g. cosine): the hinges flip as PML's
+      `CosineSimilarity` flips them, positive part y·[pos_margin − s]₊, negative part (1−y)·[s − neg_margin]₊.
 
   Returns:
     `f32[]`.
@@ -120,6 +178,8 @@ def contrastive_from_matrix(
   _check_matrices(distance, y, valid)
   pos_weight, neg_weight = _pair_weights(y, valid)
   distance = distance.astype(jnp.float32)
+  if similarity:  # d = −s with negated margins: [−s + m⁺]₊ and [−m⁻ + s]₊
+    distance, pos_margin, neg_margin = -distance, -pos_margin, -neg_margin
   pos_terms = pos_weight * jax.nn.relu(distance - pos_margin)
   neg_terms = neg_weight * jax.nn.relu(neg_margin - distance)
   return reducers.reduce(pos_terms, pos_weight, reducer) + reducers.reduce(neg_terms, neg_weight, reducer)
@@ -136,18 +196,29 @@ def contrastive(
     reducer: str = "mean_nonzero",
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
+    distance: str = "euclidean",
+    reference_only: bool = False,
 ) -> jax.Array:
   """Contrastive loss over all ordered pairs i ≠ j of a batch (Hadsell et al. 2006; PML `ContrastiveLoss`).
 
   L = mean⁺_{(a,p)} [d(a,p) − pos_margin]₊ + mean⁺_{(a,n)} [neg_margin − d(a,n)]₊, where mean⁺ averages the strictly
-  positive terms. `squared=True` uses the squared Euclidean distance.
+  positive terms (`reducer`: see `contrastive_from_matrix`). `squared=True` is `distance="squared_euclidean"`;
+  `distance="cosine"` is PML's `distance=CosineSimilarity()`: [pos_margin − s]₊ and [s − neg_margin]₊ (set the
+  margins for a similarity, e.g. pos_margin=1, neg_margin=0.5; the defaults are distance margins).
+
+  `ref_embeddings`, `ref_labels`: extra candidate columns after the batch's own (`[batch; reference]`, a cross-batch
+  memory); with `reference_only=True` the reference rows are the **only** columns (PML's `ref_emb`, see
+  `query_reference_matrices`). Departure (reference_only): PML returns 0 when there is at most one positive and
+  at most one negative pair; we compute the loss on them.
 
   Example:
     >>> loss = contrastive(jnp.ones((4, 8)), jnp.array([0, 0, 1, 1]))
   """
-  metric = "squared_euclidean" if squared else "euclidean"
-  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
-  return contrastive_from_matrix(s, y, valid, pos_margin=pos_margin, neg_margin=neg_margin, reducer=reducer)
+  metric, is_similarity = _pair_distance(distance, squared)
+  s, y, valid = _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, reference_only=reference_only,
+                               metric=metric, normalize=normalize)
+  return contrastive_from_matrix(s, y, valid, pos_margin=pos_margin, neg_margin=neg_margin, reducer=reducer,
+                                 similarity=is_similarity)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,8 +237,18 @@ def triplet_from_matrix(
     *,
     margin: float = 0.1,
     max_positives: int | None = None,
+    reducer: str = "mean_nonzero",
+    smooth_loss: bool = False,
+    similarity: bool = False,
 ) -> jax.Array:
   """Triplet loss over all (a, p, n): mean of the strictly positive w·[d(a,p) − d(a,n) + margin]₊.
+
+  `reducer`: `mean_nonzero` (that mean; PML `AvgNonZeroReducer`), `mean` (Σ w·[…]₊ / Σ w over all triplets; PML
+  `MeanReducer`) or `sum` (PML `SumReducer`). `smooth_loss=True`: softplus(d(a,p) − d(a,n) + margin) = log(1 +
+  e^{…}) in place of the hinge (PML `TripletMarginLoss(smooth_loss=True)`; every triplet's term is positive, so
+  `mean_nonzero` is the mean over all triplets); it has no prefix-sum form and costs O(A·B²) time, computed one
+  block of anchors at a time (O(B²) memory per anchor). `similarity=True`: the matrix is a similarity s (e.g.
+  cosine) and the violation is s(a,n) − s(a,p) + margin (PML's `CosineSimilarity`).
 
   The weight of a triplet is y[a,p]·(1−y[a,n]) (times validity), so binary labels give the textbook all-triplets
   loss and soft labels weight each mixed candidate as a positive by y and as a negative by 1−y (a candidate is never
@@ -187,10 +268,17 @@ def triplet_from_matrix(
     `f32[]`; 0 when no triplet violates the margin.
   """
   _check_matrices(distance, y, valid)
+  if reducer not in reducers.REDUCERS:
+    raise ValueError(f"unknown reducer {reducer!r}; valid reducers: {list(reducers.REDUCERS)}")
   pos_weight, neg_weight = _pair_weights(y, valid)
   distance = distance.astype(jnp.float32)
+  if similarity:  # d(a,p) − d(a,n) with d = −s is s(a,n) − s(a,p)
+    distance = -distance
   if max_positives is not None:
-    return _triplet_over_top_positives(distance, pos_weight, neg_weight, margin, int(max_positives))
+    return _triplet_over_top_positives(distance, pos_weight, neg_weight, margin, int(max_positives), reducer,
+                                       smooth_loss)
+  if smooth_loss:
+    return _smooth_triplet_over_all(distance, pos_weight, neg_weight, margin, reducer)
   is_negative = neg_weight > 0
   # Sort key: non-negatives go last (+inf) so they are never counted as violating.
   sort_key = jnp.where(is_negative, jax.lax.stop_gradient(distance), jnp.inf)
@@ -215,21 +303,62 @@ def triplet_from_matrix(
   total = jnp.sum(pos_weight * (threshold * weight_below - weighted_distance_below))
   total -= jnp.sum(jnp.where(self_triplet, pos_weight * neg_weight * margin, 0.0))
   count = jnp.sum(jnp.where(pos_weight > 0, count_below, 0.0)) - jnp.sum(self_triplet.astype(jnp.float32))
-  return reducers.safe_divide(total, count)
+  # Σ over all triplets of w⁺_ap·w⁻_an, (a, x, x) excluded: only the `mean` reducer reads it.
+  weight_sum = lambda: (jnp.sum(jnp.sum(pos_weight, axis=1) * jnp.sum(neg_weight, axis=1))  # noqa: E731
+                        - jnp.sum(pos_weight * neg_weight))
+  return _reduce_triplets(total, count, weight_sum, reducer)
 
 
-def _triplet_over_top_positives(distance, pos_weight, neg_weight, margin: float, k: int) -> jax.Array:
+def _reduce_triplets(total: jax.Array, nonzero_count: jax.Array, weight_sum, reducer: str) -> jax.Array:
+  """`reducers.reduce` for triplets: Σ of the positive weighted terms, their count, and (a thunk) Σ of all weights."""
+  if reducer == "mean_nonzero":
+    return reducers.safe_divide(total, nonzero_count)
+  if reducer == "mean":
+    return reducers.safe_divide(total, weight_sum())
+  return total
+
+
+def _triplet_terms(positive_distance, positive_weight, positive_index, distance, neg_weight, margin: float,
+                   smooth_loss: bool):
+  """Triplet terms of anchors `[..., k]` positives × `[..., B]` candidates: (Σ weighted terms, count of the
+  positive ones, Σ weights), each summed over the leading axes."""
+  hinge = positive_distance[..., :, None] - distance[..., None, :] + margin  # [..., k, B]
+  not_self = positive_index[..., :, None] != jnp.arange(distance.shape[-1])  # (a, p, p): never a triplet
+  pair = (positive_weight[..., :, None] > 0) & (neg_weight[..., None, :] > 0) & not_self
+  value = jax.nn.softplus(hinge) if smooth_loss else hinge
+  counted = pair & (value > 0)
+  weight = positive_weight[..., :, None] * neg_weight[..., None, :]
+  return (jnp.sum(jnp.where(counted, weight * value, 0.0)), jnp.sum(counted.astype(jnp.float32)),
+          jnp.sum(jnp.where(pair, weight, 0.0)))
+
+
+def _triplet_over_top_positives(distance, pos_weight, neg_weight, margin: float, k: int, reducer: str = "mean_nonzero",
+                                smooth_loss: bool = False) -> jax.Array:
   """`triplet_from_matrix` over each anchor's `k` largest-weight positive columns, by direct hinges [A, k, B]."""
   if not 1 <= k <= distance.shape[1]:
     raise ValueError(f"max_positives must be in [1, {distance.shape[1]}] (the candidate columns), got {k}")
   top_weight, top_index = jax.lax.top_k(jax.lax.stop_gradient(pos_weight), k)  # [A, k]
   positive_distance = jnp.take_along_axis(distance, top_index, axis=1)
-  hinge = positive_distance[:, :, None] - distance[:, None, :] + margin  # [A, k, B]
-  not_self = top_index[:, :, None] != jnp.arange(distance.shape[1])[None, None, :]  # (a, p, p): never a triplet
-  counted = (top_weight[:, :, None] > 0) & (neg_weight[:, None, :] > 0) & not_self & (hinge > 0)
-  weight = top_weight[:, :, None] * neg_weight[:, None, :]
-  total = jnp.sum(jnp.where(counted, weight * hinge, 0.0))
-  return reducers.safe_divide(total, jnp.sum(counted.astype(jnp.float32)))
+  total, count, weight_sum = _triplet_terms(positive_distance, top_weight, top_index, distance, neg_weight, margin,
+                                            smooth_loss)
+  return _reduce_triplets(total, count, lambda: weight_sum, reducer)
+
+
+# Anchors per block of the smooth triplet loss over all positives: [block, B, B] terms at a time.
+_SMOOTH_TRIPLET_BLOCK = 16
+
+
+def _smooth_triplet_over_all(distance, pos_weight, neg_weight, margin: float, reducer: str) -> jax.Array:
+  """The smooth triplet loss over every (a, p, n), by direct terms, `_SMOOTH_TRIPLET_BLOCK` anchors at a time."""
+  index = jnp.broadcast_to(jnp.arange(distance.shape[1]), distance.shape)
+
+  def anchor_terms(row):
+    d, wp, wn, i = row
+    return _triplet_terms(d, wp, i, d, wn, margin, smooth_loss=True)
+
+  total, count, weight_sum = jax.lax.map(anchor_terms, (distance, pos_weight, neg_weight, index),
+                                         batch_size=min(_SMOOTH_TRIPLET_BLOCK, distance.shape[0]))
+  return _reduce_triplets(jnp.sum(total), jnp.sum(count), lambda: jnp.sum(weight_sum), reducer)
 
 
 def triplet(
@@ -242,22 +371,32 @@ def triplet(
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
     max_positives: int | None = None,
+    reducer: str = "mean_nonzero",
+    smooth_loss: bool = False,
+    distance: str = "euclidean",
+    reference_only: bool = False,
 ) -> jax.Array:
   """Triplet margin loss over all valid (a, p, n), p ≠ a (PML `TripletMarginLoss`, all triplets).
 
   L = mean⁺_{(a,p,n)} [d(a,p) − d(a,n) + margin]₊ (mean of the strictly positive terms). Eq. (1), Schroff et al.
-  2015, with unsquared distances by default as PML. `max_positives`: see `triplet_from_matrix`.
+  2015, with unsquared distances by default as PML. `max_positives`, `reducer`, `smooth_loss`: see
+  `triplet_from_matrix`. `squared=True` is `distance="squared_euclidean"`; `distance="cosine"` is PML's
+  `distance=CosineSimilarity()`: [s(a,n) − s(a,p) + margin]₊. `ref_embeddings`, `ref_labels`, `reference_only`:
+  as in `contrastive` (`reference_only=True` is PML's `ref_emb`: positives and negatives are reference rows).
   """
-  metric = "squared_euclidean" if squared else "euclidean"
-  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric=metric, normalize=normalize)
-  return triplet_from_matrix(s, y, valid, margin=margin, max_positives=max_positives)
+  metric, is_similarity = _pair_distance(distance, squared)
+  s, y, valid = _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, reference_only=reference_only,
+                               metric=metric, normalize=normalize)
+  return triplet_from_matrix(s, y, valid, margin=margin, max_positives=max_positives, reducer=reducer,
+                             smooth_loss=smooth_loss, similarity=is_similarity)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Multi-similarity (Wang et al. 2019) and proxy anchor (Kim et al. 2020).
 
 
-def multi_similarity_miner(similarity: jax.Array, y: jax.Array, valid: jax.Array, *, epsilon: float) -> jax.Array:
+def multi_similarity_miner(similarity: jax.Array, y: jax.Array, valid: jax.Array, *, epsilon: float,
+                           is_distance: bool = False) -> jax.Array:
   """The pairs multi-similarity mining keeps (Wang et al. 2019, eqs. 5–6; PML `MultiSimilarityMiner`): `valid` of
   the informative pairs.
 
@@ -266,17 +405,25 @@ def multi_similarity_miner(similarity: jax.Array, y: jax.Array, valid: jax.Array
   without negatives keeps no positive, as in PML. Pairs with a soft label 0 < y < 1 (Metrix's mixed columns) are
   not mined and stay valid: our extension, the paper mines hard-labelled pairs only.
 
+  `is_distance=True`: the matrix is a distance d (smaller = closer; PML `MultiSimilarityMiner(distance=
+  LpDistance())`), so a negative is kept if d_an − ε < max_p d_ap and a positive if d_ap + ε > min_n d_an.
+
   Returns:
     `f32[A, B]`, the new `valid`.
   """
   _check_matrices(similarity, y, valid)
   similarity = jax.lax.stop_gradient(similarity.astype(jnp.float32))
+  if is_distance:  # the rules above are the similarity rules on s = −d
+    similarity = -similarity
   valid = valid.astype(bool)
   pos, neg = valid & (y >= 1), valid & (y <= 0)
   max_neg = jnp.max(jnp.where(neg, similarity, -jnp.inf), axis=1, keepdims=True)
   min_pos = jnp.min(jnp.where(pos, similarity, jnp.inf), axis=1, keepdims=True)
   hard = (pos & (similarity - epsilon < max_neg)) | (neg & (similarity + epsilon > min_pos))
   return (hard | (valid & ~pos & ~neg)).astype(jnp.float32)
+
+
+MINER_DISTANCES = ("cosine", "euclidean")
 
 
 def multi_similarity_from_matrix(
@@ -288,15 +435,24 @@ def multi_similarity_from_matrix(
     beta: float = 50.0,
     base: float = 0.5,
     miner_epsilon: float | None = None,
+    miner_distance: str = "cosine",
 ) -> jax.Array:
   """Multi-similarity loss over a similarity matrix with soft labels (Wang et al. 2019, eq. 8; Metrix eq. c.3).
 
   Per anchor: (1/α)·log(1 + Σ_x y·e^{−α(s−base)}) + (1/β)·log(1 + Σ_x (1−y)·e^{β(s−base)}); mean over all anchors.
-  `miner_epsilon`: first keep only the pairs `multi_similarity_miner` selects (the paper's mining, eqs. 5–6).
+  `miner_epsilon`: first keep only the pairs `multi_similarity_miner` selects (the paper's mining, eqs. 5–6), on
+  the cosine similarities (`miner_distance="cosine"`, PML's default) or on the Euclidean distances of the unit
+  vectors, d = √(2 − 2s) (`"euclidean"`, PML `MultiSimilarityMiner(distance=LpDistance())`).
   """
   _check_matrices(similarity, y, valid)
+  if miner_distance not in MINER_DISTANCES:
+    raise ValueError(f"unknown miner_distance {miner_distance!r}; valid: {list(MINER_DISTANCES)}")
   if miner_epsilon is not None:
-    valid = multi_similarity_miner(similarity, y, valid, epsilon=miner_epsilon)
+    if miner_distance == "euclidean":
+      unit_distance = distances.safe_sqrt(jnp.maximum(2.0 - 2.0 * similarity.astype(jnp.float32), 0.0))
+      valid = multi_similarity_miner(unit_distance, y, valid, epsilon=miner_epsilon, is_distance=True)
+    else:
+      valid = multi_similarity_miner(similarity, y, valid, epsilon=miner_epsilon)
   pos_weight, neg_weight = _pair_weights(y, valid)
   similarity = similarity.astype(jnp.float32)
   pos = reducers.masked_logsumexp(-alpha * (similarity - base), pos_weight, add_one=True) / alpha
@@ -314,11 +470,16 @@ def multi_similarity(
     miner_epsilon: float | None = None,
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
+    miner_distance: str = "cosine",
+    reference_only: bool = False,
 ) -> jax.Array:
   """Multi-similarity loss on cosine similarities of all pairs (PML `MultiSimilarityLoss`); with `miner_epsilon`,
-  on the pairs PML's `MultiSimilarityMiner(epsilon)` selects."""
-  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="cosine", normalize=True)
-  return multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base, miner_epsilon=miner_epsilon)
+  on the pairs PML's `MultiSimilarityMiner(epsilon)` selects (`miner_distance`: see `multi_similarity_from_matrix`).
+  `ref_embeddings`, `ref_labels`, `reference_only`: as in `contrastive`."""
+  s, y, valid = _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, reference_only=reference_only,
+                               metric="cosine", normalize=True)
+  return multi_similarity_from_matrix(s, y, valid, alpha=alpha, beta=beta, base=base, miner_epsilon=miner_epsilon,
+                                      miner_distance=miner_distance)
 
 
 def proxy_anchor_from_matrix(
@@ -420,13 +581,12 @@ def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
   rather than [B, B]. By default the slot count follows the batch: `lax.switch` runs the smallest of B/16, B/8, B/4
   and B/2 slots that holds every anchor (B/2 always does), so a 4-per-class batch pays for B/4 slots, not B/2 (the
   same loss; half the time at B = 512). `max_pairs` fixes the slot count instead (e.g. B // m for an m-per-class
-  sampler); set it only when the sampler guarantees it: anchors beyond it are dropped.
+  sampler); set it only when the sampler guarantees it: anchors beyond it are dropped. A batch without a positive
+  pair (one row, or all labels distinct) gives 0 with a zero gradient, as PML.
   """
   _check_batch(embeddings, labels)
   if max_pairs is not None and int(max_pairs) < 1:
     raise ValueError(f"max_pairs must be at least 1, got {max_pairs}")
-  if max_pairs is None and embeddings.shape[0] < 2:
-    raise ValueError(f"the N-pair loss needs a batch of at least 2 rows, got {embeddings.shape[0]}")
   if normalize:
     embeddings = distances.l2_normalize(embeddings)
   is_anchor, positive_index = npair_pairs(labels)
@@ -450,27 +610,37 @@ def lifted_structure_from_matrix(
     *,
     neg_margin: float = 1.0,
     pos_margin: float = 0.0,
+    reducer: str = "mean",
+    anchor_columns: bool = True,
 ) -> jax.Array:
   """Smooth lifted structure loss (Song et al. 2016, eq. 4; PML `LiftedStructureLoss`).
 
   For each positive pair (a, p): J = log(Σ_{(a,n)} e^{m − d_an} + Σ_{(p,n)} e^{m − d_pn}) + d_ap − pos_margin, the
-  loss ½[J]₊², averaged over ordered positive pairs (weighted by y for soft labels).
+  loss ½[J]₊², averaged over ordered positive pairs (weighted by y for soft labels). `reducer`: `mean` (that
+  average; PML's default `MeanReducer`), `mean_nonzero` (over the pairs with J > 0; PML `AvgNonZeroReducer`), `sum`.
 
   The first A candidate columns must be the anchors themselves (rows), as `batch_matrices` builds them, so that the
   negatives of p are row p; a positive among the extra columns (index ≥ A) pools the negatives of a alone.
+  `anchor_columns=False` (`query_reference_matrices`: no column is an anchor): every pair pools the negatives of a
+  alone. Departure: PML's `ref_emb` form pools the negatives of *query row* p for a reference column p (an index of
+  one set read in the other), which has no meaning; we do not reproduce it.
   A pair with no negative on either side contributes 0, as in PML.
   """
   _check_matrices(distance, y, valid)
   num_anchors, num_candidates = distance.shape
-  if num_candidates < num_anchors:
+  if anchor_columns and num_candidates < num_anchors:
     raise ValueError(f"lifted structure needs the anchors among the candidates (B ≥ A), got {distance.shape}")
   pos_weight, neg_weight = _pair_weights(y, valid)
   distance = distance.astype(jnp.float32)
   row_lse = reducers.masked_logsumexp(neg_margin - distance, neg_weight)  # [A]
   row_nonempty = jnp.any(neg_weight > 0, axis=1)
-  pad = num_candidates - num_anchors
-  column_lse = jnp.pad(row_lse, (0, pad))
-  column_nonempty = jnp.pad(row_nonempty, (0, pad))
+  if anchor_columns:
+    pad = num_candidates - num_anchors
+    column_lse = jnp.pad(row_lse, (0, pad))
+    column_nonempty = jnp.pad(row_nonempty, (0, pad))
+  else:
+    column_lse = jnp.zeros((num_candidates,), jnp.float32)
+    column_nonempty = jnp.zeros((num_candidates,), bool)
   anchor_lse, anchor_nonempty = row_lse[:, None], row_nonempty[:, None]
   positive_lse, positive_nonempty = column_lse[None, :], column_nonempty[None, :]
   # Union of the negatives of a and of p: a log-add-exp of the two row log-sum-exps; an empty side drops out.
@@ -482,7 +652,9 @@ def lifted_structure_from_matrix(
   # With no negative on either side J = log(0) + … = −∞: the pair contributes 0 (as PML).
   per_pair = jnp.where(anchor_nonempty | positive_nonempty,
                        0.5 * jnp.square(jax.nn.relu(pooled + distance - pos_margin)), 0.0)
-  return reducers.weighted_mean(per_pair, pos_weight)
+  if reducer == "mean":
+    return reducers.weighted_mean(per_pair, pos_weight)
+  return reducers.reduce(pos_weight * per_pair, pos_weight, reducer)
 
 
 def lifted_structure(
@@ -494,10 +666,17 @@ def lifted_structure(
     normalize: bool = True,
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
+    reducer: str = "mean",
+    reference_only: bool = False,
 ) -> jax.Array:
-  """Lifted structure loss over all ordered positive pairs of the batch (Euclidean distances)."""
-  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="euclidean", normalize=normalize)
-  return lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin)
+  """Lifted structure loss over all ordered positive pairs of the batch (Euclidean distances).
+
+  `reducer`, and `reference_only=True` (each pair pools its anchor's negatives alone): see
+  `lifted_structure_from_matrix`; `ref_embeddings`, `ref_labels` as in `contrastive`."""
+  s, y, valid = _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, reference_only=reference_only,
+                               metric="euclidean", normalize=normalize)
+  return lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin, reducer=reducer,
+                                      anchor_columns=not reference_only)
 
 
 def generalized_lifted_structure_from_matrix(
@@ -507,18 +686,23 @@ def generalized_lifted_structure_from_matrix(
     *,
     neg_margin: float = 1.0,
     pos_margin: float = 0.0,
+    reducer: str = "mean",
 ) -> jax.Array:
   """Generalised lifted structure (Hermans et al. 2017, p. 4; PML `GeneralizedLiftedStructureLoss`).
 
   Per anchor: [LSE_P(d − pos_margin) + LSE_N(neg_margin − d)]₊ with soft weights y and 1−y; an empty set's LSE is 0;
-  mean over all anchors.
+  mean over all anchors (`reducer="mean"`, PML's default), over the anchors with a positive term (`mean_nonzero`),
+  or their sum (`sum`).
   """
   _check_matrices(distance, y, valid)
   pos_weight, neg_weight = _pair_weights(y, valid)
   distance = distance.astype(jnp.float32)
   pos = reducers.masked_logsumexp(distance - pos_margin, pos_weight)
   neg = reducers.masked_logsumexp(neg_margin - distance, neg_weight)
-  return jnp.mean(jax.nn.relu(pos + neg))
+  per_anchor = jax.nn.relu(pos + neg)
+  if reducer == "mean":
+    return jnp.mean(per_anchor)
+  return reducers.reduce(per_anchor, jnp.ones_like(per_anchor), reducer)
 
 
 def generalized_lifted_structure(
@@ -530,10 +714,15 @@ def generalized_lifted_structure(
     normalize: bool = True,
     ref_embeddings: jax.Array | None = None,
     ref_labels: jax.Array | None = None,
+    reducer: str = "mean",
+    reference_only: bool = False,
 ) -> jax.Array:
-  """Generalised lifted structure loss over all anchors of the batch (Euclidean distances)."""
-  s, y, valid = batch_matrices(embeddings, labels, ref_embeddings, ref_labels, metric="euclidean", normalize=normalize)
-  return generalized_lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin)
+  """Generalised lifted structure loss over all anchors of the batch (Euclidean distances); `reducer`: see
+  `generalized_lifted_structure_from_matrix`; `ref_embeddings`, `ref_labels`, `reference_only` as in `contrastive`."""
+  s, y, valid = _loss_matrices(embeddings, labels, ref_embeddings, ref_labels, reference_only=reference_only,
+                               metric="euclidean", normalize=normalize)
+  return generalized_lifted_structure_from_matrix(s, y, valid, neg_margin=neg_margin, pos_margin=pos_margin,
+                                                  reducer=reducer)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -617,12 +806,19 @@ CLASS_ROW_LOSSES = ("proxy_anchor", "proxy_nca", "normalized_softmax", "cosface"
 def matrix_form(loss_name: str, loss_kwargs: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
   """`(metric, normalize, matrix kwargs)` equivalent to the embedding form `LOSSES[loss_name](**loss_kwargs)`.
 
-  The embedding form's `squared` and `normalize` choose the matrix `s`; the rest go to `<loss>_from_matrix`.
+  The embedding form's `squared`, `distance` and `normalize` choose the matrix `s` (`distance="cosine"` becomes
+  `similarity=True`); the rest go to `<loss>_from_matrix`.
   """
   kwargs = dict(loss_kwargs)
   squared, normalize = kwargs.pop("squared", False), kwargs.pop("normalize", True)
   metric = MATRIX_METRIC[loss_name]
-  if squared:
+  if "distance" in kwargs:
+    if loss_name not in ("contrastive", "triplet"):
+      raise ValueError(f"loss keyword 'distance' exists for contrastive and triplet only, not {loss_name!r}")
+    metric, is_similarity = _pair_distance(kwargs.pop("distance"), squared)
+    if is_similarity:
+      kwargs["similarity"] = True
+  elif squared:
     metric = "squared_euclidean"
   elif loss_name == "npair" and not normalize:
     metric = "dot"  # Sohn 2016's raw inner products

@@ -141,6 +141,147 @@ def test_matches_pytorch_metric_learning(metric, self_retrieval, distribution):
     assert actual[name] == pytest.approx(value, abs=1e-6), name
 
 
+# PML's other AccuracyCalculator options (issue 18): full MAP, MRR, avg_of_avgs, per class, k, queries in the gallery.
+
+_PML_NAMES = {"precision@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r",
+              "map": "mean_average_precision", "mrr": "mean_reciprocal_rank"}
+
+
+def pml_accuracy_of(query, query_labels, reference, reference_labels, *, metric, ref_includes_query, **options):
+  """PML's AccuracyCalculator on our names (`_PML_NAMES`), brute-force faiss search."""
+  if metric == "cosine":
+    query, reference = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (query, reference))
+    knn = pml_inference.FaissKNN(index_init_fn=faiss.IndexFlatIP)
+  else:
+    knn = pml_inference.FaissKNN()
+  calculator = pml_accuracy.AccuracyCalculator(include=tuple(_PML_NAMES.values()), device=torch.device("cpu"),
+                                               knn_func=knn, **options)
+  result = calculator.get_accuracy(query, query_labels, reference, reference_labels,
+                                   ref_includes_query=ref_includes_query)
+  return {ours: result[theirs] for ours, theirs in _PML_NAMES.items()}
+
+
+def _pml_option_data(distribution, seed=17, n=240):
+  rng = np.random.default_rng(seed)
+  labels = labels_with(distribution, n, rng)
+  emb = rng.standard_normal((n, 6)).astype(np.float32) + rng.standard_normal((labels.max() + 1, 6))[labels]
+  return emb, labels
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("layout", ["self", "gallery", "query_subset"])
+@pytest.mark.parametrize("distribution", ["sop_like", "with_singletons", "imbalanced"])
+@pytest.mark.parametrize("average", ["queries", "avg_of_avgs", "per_class"])
+def test_pml_accuracy_calculator_options(metric, layout, distribution, average):
+  """Full MAP, MRR, MAP@R, R-precision and P@1 over the whole ranked gallery (PML k=None), per query, class-averaged
+  (avg_of_avgs) or per class, for self-retrieval, a separate gallery, and queries that are the gallery's first rows
+  (PML ref_includes_query=True; ours by id). Continuous random data: no ties, so faiss ranks as we do."""
+  emb, labels = _pml_option_data(distribution)
+  options = {"avg_of_avgs": average == "avg_of_avgs", "return_per_class": average == "per_class"}
+  ours_kwargs = dict(ks=(1,), metric=metric, chunk_size=64, extra_metrics=("map", "mrr"), **options)
+  if layout == "self":
+    actual = evaluate.retrieval_metrics(emb, labels, **ours_kwargs)
+    expected = pml_accuracy_of(emb, labels, emb, labels, metric=metric, ref_includes_query=True, **options)
+  elif layout == "gallery":
+    actual = evaluate.retrieval_metrics(emb[:80], labels[:80], emb[80:], labels[80:], **ours_kwargs)
+    expected = pml_accuracy_of(emb[:80], labels[:80], emb[80:], labels[80:], metric=metric, ref_includes_query=False,
+                               **options)
+  else:
+    # Ours: the gallery in another order, the queries found by id; PML: the queries must be the first rows.
+    order = np.random.default_rng(1).permutation(len(emb))
+    actual = evaluate.retrieval_metrics(emb[:70], labels[:70], emb[order], labels[order], query_ids=np.arange(70),
+                                        gallery_ids=order, **ours_kwargs)
+    expected = pml_accuracy_of(emb[:70], labels[:70], emb, labels, metric=metric, ref_includes_query=True, **options)
+  for name, value in expected.items():
+    if average == "per_class":  # PML: a list over the sorted labels of the non-lone queries
+      assert list(actual[name]) == sorted(actual[name])
+      np.testing.assert_allclose(list(actual[name].values()), value, atol=1e-6, err_msg=name)
+    else:
+      assert actual[name] == pytest.approx(value, abs=1e-6), name
+  if average == "queries":
+    assert 0.0 < actual["map"] < 1.0 and actual["map@r"] < actual["map"] and actual["mrr"] >= actual["precision@1"]
+
+
+@pytest.mark.parametrize("self_retrieval", [True, False])
+def test_pml_k_truncation(self_retrieval):
+  """PML's integer k: every metric reads the top k only; R-based metrics are truncated where R > k (inexact)."""
+  emb, labels = _pml_option_data("uniform_few", n=150)  # 5 classes of ~30: R > k = 7 everywhere
+  args = (emb, labels) if self_retrieval else (emb[:50], labels[:50], emb[50:], labels[50:])
+  with pytest.warns(UserWarning, match="truncated"):
+    actual = evaluate.retrieval_metrics(*args, ks=(1,), metric="euclidean", k=7, extra_metrics=("map", "mrr"))
+  reference = (emb, labels) if self_retrieval else (emb[50:], labels[50:])
+  expected = pml_accuracy_of(*args[:2], *reference, metric="euclidean", ref_includes_query=self_retrieval, k=7)
+  for name, value in expected.items():
+    assert actual[name] == pytest.approx(value, abs=1e-6), name
+  exact = evaluate.retrieval_metrics(*args, ks=(1,), metric="euclidean")
+  assert actual["map@r"] < exact["map@r"]  # the truncation is visible, not a rounding
+
+
+def brute_force_with_self_index(query, query_labels, gallery, gallery_labels, self_index):
+  """map@r, map, mrr (Euclidean) from a full stable argsort in float64, the row `self_index[q]` dropped (−1: none)."""
+  distance = np.sqrt(((query[:, None].astype(np.float64) - gallery[None].astype(np.float64)) ** 2).sum(-1))
+  rows = []
+  for q in range(len(query)):
+    order = np.argsort(distance[q], kind="stable")
+    order = order[order != self_index[q]]
+    relevant = gallery_labels[order] == query_labels[q]
+    r = relevant.sum()
+    if r == 0:
+      continue
+    precision = np.cumsum(relevant) / np.arange(1, len(relevant) + 1)
+    rows.append([(precision[:r] * relevant[:r]).sum() / r, (precision * relevant).sum() / r,
+                 1.0 / (np.argmax(relevant) + 1)])
+  return dict(zip(["map@r", "map", "mrr"], np.mean(rows, axis=0)))
+
+
+def test_some_queries_in_the_gallery_some_not():
+  """Ids exclude only the queries' own rows: 30 queries in the gallery (anywhere), 20 outside it, full ranking."""
+  emb, labels = _pml_option_data("sop_like", n=200)
+  gallery, gallery_labels = emb[:150], labels[:150]
+  pick = np.random.default_rng(2).choice(150, size=30, replace=False)
+  query = np.concatenate([emb[pick], emb[150:170]])
+  query_labels = np.concatenate([labels[pick], labels[150:170]])
+  query_ids = np.concatenate([pick, -1 - np.arange(20)])  # ids not in the gallery: not excluded
+  expected = brute_force_with_self_index(query, query_labels, gallery, gallery_labels,
+                                         np.concatenate([pick, np.full(20, -1)]))
+  actual = evaluate.retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(1,), metric="euclidean",
+                                      extra_metrics=("map", "mrr"), query_ids=query_ids,
+                                      gallery_ids=np.arange(150), chunk_size=16)
+  for name, value in expected.items():
+    assert actual[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_extra_metrics_leave_the_default_metrics_unchanged():
+  emb, labels = _pml_option_data("sop_like")
+  default = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50)
+  extra = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50, extra_metrics=("mrr", "map"))
+  assert list(extra) == list(default) + ["map", "mrr"]
+  # The same per-query sums over longer (whole-gallery) rows: XLA may add the float32 terms in another order, so
+  # they agree to float32 rounding of a sum of ≤ 12 terms ≤ 1 (≲ 1e-6), not bit for bit.
+  assert {name: extra[name] for name in default} == pytest.approx(default, abs=1e-6)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(extra_metrics=("ndcg",)), "unknown extra_metrics"),
+    (dict(avg_of_avgs=True, return_per_class=True), "mutually exclusive"),
+    (dict(k=0), "positive integer"),
+    (dict(k=2, ks=(4,)), "must lie between"),
+    (dict(query_ids=np.arange(10), gallery_ids=np.arange(10)), "need a gallery"),
+    (dict(gallery_emb=np.ones((6, 3), np.float32), gallery_labels=np.zeros(6), query_ids=np.arange(10)), "together"),
+    (dict(gallery_emb=np.ones((6, 3), np.float32), gallery_labels=np.zeros(6), query_ids=np.arange(10),
+          gallery_ids=np.zeros(6)), "unique"),
+    (dict(gallery_emb=np.ones((6, 3), np.float32), gallery_labels=np.ones(6), query_ids=np.arange(10),
+          gallery_ids=np.arange(6)), "another label"),
+    (dict(gallery_emb=np.ones((6, 3), np.float32), gallery_labels=np.zeros(6), query_ids=np.arange(9),
+          gallery_ids=np.arange(6)), "one id per query"),
+])
+def test_pml_options_reject_bad_input(kwargs, message):
+  emb = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+  kwargs = {"ks": (1,), **kwargs}
+  with pytest.raises(ValueError, match=message):
+    evaluate.retrieval_metrics(emb, np.zeros(10), **kwargs)
+
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_exact_duplicate_of_query_is_retrieved(metric):
   # Each point has an exact duplicate with its label; excluding the query by distance would drop the duplicate too.
@@ -271,6 +412,25 @@ def test_cluster_scores_match_sklearn_and_pair_count(seed):
   assert scores["nmi"] == pytest.approx(sk_metrics.normalized_mutual_info_score(labels, assignments), abs=1e-12)
   assert scores["f1"] == pytest.approx(brute_force_pairwise_f1(labels, assignments), abs=1e-12)
   assert 0.0 < scores["f1"] < 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ami_matches_pml(seed):
+  """PML's "AMI" (and "NMI") on the same cluster assignments (its k-means replaced by ours)."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 6, 90)
+  emb = rng.standard_normal((90, 4)).astype(np.float32) + 2.0 * rng.standard_normal((6, 4))[labels]
+  assignments = rng.integers(0, 6, 90)
+  assignments[:60] = labels[:60]  # partly right: AMI strictly between 0 and 1
+  calculator = pml_accuracy.AccuracyCalculator(include=("AMI", "NMI"), device=torch.device("cpu"),
+                                               kmeans_func=lambda x, n: torch.as_tensor(assignments))
+  expected = calculator.get_accuracy(emb, labels)
+  actual = evaluate.cluster_scores(labels, assignments, extra_metrics=("ami",))
+  assert actual["ami"] == pytest.approx(expected["AMI"], abs=1e-12) and 0.0 < actual["ami"] < 1.0
+  assert actual["nmi"] == pytest.approx(expected["NMI"], abs=1e-12)
+  assert set(evaluate.clustering_metrics(emb, labels, extra_metrics=("ami",))) == {"nmi", "f1", "ami"}
+  with pytest.raises(ValueError, match="unknown extra_metrics"):
+    evaluate.cluster_scores(labels, assignments, extra_metrics=("ari",))
 
 
 def test_perfect_clustering_scores_one():

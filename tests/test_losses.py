@@ -21,6 +21,7 @@ import torch
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning import reducers as pml_reducers
 
 from metriclearn import losses
 
@@ -47,6 +48,86 @@ _CONFIGS = {
         losses.triplet,
         {"squared": True, "margin": 0.2},
         lambda: pml_losses.TripletMarginLoss(margin=0.2, distance=pml_distances.LpDistance(power=2)),
+    ),
+    # PML options (issue 18): reducers, cosine similarity as the distance, smooth triplets, Euclidean mining.
+    "contrastive_mean": (
+        losses.contrastive,
+        {"reducer": "mean"},
+        lambda: pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=0.5, reducer=pml_reducers.MeanReducer()),
+    ),
+    "contrastive_sum": (
+        losses.contrastive,
+        {"reducer": "sum", "pos_margin": 0.3},
+        lambda: pml_losses.ContrastiveLoss(pos_margin=0.3, neg_margin=0.5, reducer=pml_reducers.SumReducer()),
+    ),
+    "contrastive_cosine": (
+        losses.contrastive,
+        {"distance": "cosine", "pos_margin": 0.9, "neg_margin": 0.2},
+        lambda: pml_losses.ContrastiveLoss(pos_margin=0.9, neg_margin=0.2, distance=pml_distances.CosineSimilarity()),
+    ),
+    "contrastive_cosine_mean": (
+        losses.contrastive,
+        {"distance": "cosine", "pos_margin": 1.0, "neg_margin": 0.0, "reducer": "mean"},
+        lambda: pml_losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.0, distance=pml_distances.CosineSimilarity(),
+                                           reducer=pml_reducers.MeanReducer()),
+    ),
+    "triplet_mean": (
+        losses.triplet,
+        {"reducer": "mean"},
+        lambda: pml_losses.TripletMarginLoss(margin=0.1, reducer=pml_reducers.MeanReducer()),
+    ),
+    "triplet_sum": (
+        losses.triplet,
+        {"reducer": "sum", "margin": 0.3},
+        lambda: pml_losses.TripletMarginLoss(margin=0.3, reducer=pml_reducers.SumReducer()),
+    ),
+    "triplet_smooth": (
+        losses.triplet,
+        {"smooth_loss": True},
+        lambda: pml_losses.TripletMarginLoss(margin=0.1, smooth_loss=True),
+    ),
+    "triplet_smooth_squared_sum": (
+        losses.triplet,
+        {"smooth_loss": True, "squared": True, "margin": 0.2, "reducer": "sum"},
+        lambda: pml_losses.TripletMarginLoss(margin=0.2, smooth_loss=True, reducer=pml_reducers.SumReducer(),
+                                             distance=pml_distances.LpDistance(power=2)),
+    ),
+    "triplet_cosine": (
+        losses.triplet,
+        {"distance": "cosine", "margin": 0.2},
+        lambda: pml_losses.TripletMarginLoss(margin=0.2, distance=pml_distances.CosineSimilarity()),
+    ),
+    "triplet_cosine_smooth_mean": (
+        losses.triplet,
+        {"distance": "cosine", "smooth_loss": True, "reducer": "mean"},
+        lambda: pml_losses.TripletMarginLoss(margin=0.1, smooth_loss=True, distance=pml_distances.CosineSimilarity(),
+                                             reducer=pml_reducers.MeanReducer()),
+    ),
+    "multi_similarity_mined_euclidean": (
+        losses.multi_similarity,
+        {"miner_epsilon": 0.1, "miner_distance": "euclidean"},
+        lambda: _Mined(pml_losses.MultiSimilarityLoss(),
+                       pml_miners.MultiSimilarityMiner(epsilon=0.1, distance=pml_distances.LpDistance())),
+    ),
+    "lifted_structure_nonzero": (
+        losses.lifted_structure,
+        {"reducer": "mean_nonzero", "neg_margin": 0.5},
+        lambda: pml_losses.LiftedStructureLoss(neg_margin=0.5, reducer=pml_reducers.AvgNonZeroReducer()),
+    ),
+    "lifted_structure_sum": (
+        losses.lifted_structure,
+        {"reducer": "sum"},
+        lambda: pml_losses.LiftedStructureLoss(reducer=pml_reducers.SumReducer()),
+    ),
+    "generalized_lifted_structure_nonzero": (
+        losses.generalized_lifted_structure,
+        {"reducer": "mean_nonzero", "neg_margin": 0.2},
+        lambda: pml_losses.GeneralizedLiftedStructureLoss(neg_margin=0.2, reducer=pml_reducers.AvgNonZeroReducer()),
+    ),
+    "generalized_lifted_structure_sum": (
+        losses.generalized_lifted_structure,
+        {"reducer": "sum"},
+        lambda: pml_losses.GeneralizedLiftedStructureLoss(reducer=pml_reducers.SumReducer()),
     ),
     "multi_similarity": (losses.multi_similarity, {}, pml_losses.MultiSimilarityLoss),
     "multi_similarity_hparams": (
@@ -196,11 +277,16 @@ def _pml_cases():
       yield pytest.param(config, batch, id=f"{config}-{batch}")
 
 
-def _assert_gradients_close(ours: np.ndarray, theirs: np.ndarray, embeddings: np.ndarray) -> None:
+def _assert_gradients_close(ours: np.ndarray, theirs: np.ndarray, embeddings: np.ndarray, *,
+                            relative_atol: bool = False) -> None:
   # The losses depend on the directions x/‖x‖ only, so ∂L/∂x scales as 1/‖x‖: compare ‖x‖·∂L/∂x, the gradient with
   # respect to the direction, at atol 1e-6 whatever the row's scale (rows span 1e-3..1e3 here).
+  # `relative_atol` (sum reducers): the gradient is the mean's times the number of terms (hundreds here), and so is
+  # its float32 rounding, so atol is 1e-5 of the largest entry instead (the Gram form's relative error in d is
+  # ~1e-7/d², up to ~1e-5 for the d ≈ 0.1 pairs of the no_violation batch, and reaches every term of the sum).
   scale = np.linalg.norm(embeddings, axis=1, keepdims=True)
-  np.testing.assert_allclose(ours * scale, theirs * scale, rtol=1e-5, atol=1e-6)
+  atol = 1e-5 * max(1.0, np.abs(theirs * scale).max()) if relative_atol else 1e-6
+  np.testing.assert_allclose(ours * scale, theirs * scale, rtol=1e-5, atol=atol)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -213,7 +299,7 @@ def test_matches_pml(config, batch):
   value, grad, proxy_grad = _run_ours(config, embeddings, labels)
   pml_value, pml_grad, pml_proxy_grad = _pml(config, embeddings, labels)
   np.testing.assert_allclose(value, pml_value, rtol=1e-5, atol=1e-6)
-  _assert_gradients_close(grad, pml_grad, embeddings)
+  _assert_gradients_close(grad, pml_grad, embeddings, relative_atol=config.endswith("_sum"))
   # Proxies are unit-scale (kaiming normal on 8 or 32 inputs): compare their gradient directly.
   np.testing.assert_allclose(proxy_grad, pml_proxy_grad, rtol=1e-5, atol=1e-6)
   assert np.all(np.isfinite(grad)) and np.all(np.isfinite(proxy_grad))
@@ -242,6 +328,183 @@ def test_triplet_without_violation_is_exactly_zero(config):
   value, grad, _ = _run_ours(config, *_SMALL["no_violation"])
   assert value == 0.0
   assert np.all(grad == 0.0)
+
+
+# PML options (issue 18) beyond the `_CONFIGS` above: N-pair without pairs, `ref_emb`, bf16, the matrix forms.
+
+_PML_OPTION_CONFIGS = [name for name in _CONFIGS if name not in losses.LOSSES and any(
+    option in name for option in ("_mean", "_sum", "_cosine", "_smooth", "_euclidean", "_nonzero"))]
+
+
+@pytest.mark.parametrize("num_rows, labels", [(1, [0]), (2, [0, 1]), (5, [0, 1, 2, 3, 4])])
+def test_npair_without_a_positive_pair_is_zero_with_zero_gradient_as_pml(num_rows, labels):
+  embeddings = _scaled(np.random.default_rng(num_rows), num_rows, 8)
+  labels = np.asarray(labels)
+  value, grad, _ = _run_ours("npair", embeddings, labels)
+  pml_value, pml_grad, _ = _pml("npair", embeddings, labels)
+  assert value == pml_value == 0.0
+  assert np.all(grad == 0.0) and np.all(pml_grad == 0.0)
+
+
+def _mined_with_reference(loss, miner):
+  return lambda e, l, ref_emb, ref_labels: loss(e, l, miner(e, l, ref_emb, ref_labels), ref_emb, ref_labels)
+
+
+# ours (function, keyword arguments) and PML's `loss(emb, labels, ref_emb=..., ref_labels=...)` with the same settings.
+_REFERENCE_CONFIGS = {
+    "contrastive": (losses.contrastive, {}, lambda: pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=0.5)),
+    "contrastive_cosine_mean": _CONFIGS["contrastive_cosine_mean"],
+    "triplet": (losses.triplet, {}, lambda: pml_losses.TripletMarginLoss(margin=0.1)),
+    "triplet_smooth": _CONFIGS["triplet_smooth"],
+    "triplet_cosine": _CONFIGS["triplet_cosine"],
+    "multi_similarity": (losses.multi_similarity, {}, pml_losses.MultiSimilarityLoss),
+    "multi_similarity_mined": (
+        losses.multi_similarity, {"miner_epsilon": 0.3},
+        lambda: _mined_with_reference(pml_losses.MultiSimilarityLoss(), pml_miners.MultiSimilarityMiner(epsilon=0.3))),
+    "multi_similarity_mined_euclidean": (
+        losses.multi_similarity, {"miner_epsilon": 0.1, "miner_distance": "euclidean"},
+        lambda: _mined_with_reference(pml_losses.MultiSimilarityLoss(), pml_miners.MultiSimilarityMiner(
+            epsilon=0.1, distance=pml_distances.LpDistance()))),
+    "generalized_lifted_structure": _CONFIGS["generalized_lifted_structure"],
+}
+
+
+@pytest.mark.parametrize("config", list(_REFERENCE_CONFIGS))
+@pytest.mark.parametrize("batch", list(_SMALL))
+def test_reference_only_matches_pml_ref_emb(config, batch):
+  """Queries = the first 14 rows, reference = the other 10: values and gradients for both, as PML's `ref_emb`."""
+  embeddings, labels = _SMALL[batch]
+  query, query_labels, ref, ref_labels = embeddings[:14], labels[:14], embeddings[14:], labels[14:]
+  fn, kwargs, pml_factory = _REFERENCE_CONFIGS[config]
+  loss = lambda q, r: fn(q, jnp.asarray(query_labels), ref_embeddings=r, ref_labels=jnp.asarray(ref_labels),  # noqa
+                         reference_only=True, **kwargs)
+  value, (grad, ref_grad) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(jnp.asarray(query), jnp.asarray(ref))
+  query_t, ref_t = torch.tensor(query, requires_grad=True), torch.tensor(ref, requires_grad=True)
+  pml_value = pml_factory()(query_t, torch.tensor(query_labels), ref_emb=ref_t, ref_labels=torch.tensor(ref_labels))
+  pml_value.backward()
+  # PML returns 0 when there is at most one positive and one negative pair (GenericPairLoss); no batch here has that.
+  np.testing.assert_allclose(value, pml_value.item(), rtol=1e-5, atol=1e-6)
+  # PML's zero loss (sum(embeddings · 0)) leaves no gradient on the reference (None): it is 0.
+  grad_of = lambda x: np.zeros(x.shape, np.float32) if x.grad is None else x.grad.numpy()  # noqa: E731
+  _assert_gradients_close(np.asarray(grad), grad_of(query_t), query)
+  _assert_gradients_close(np.asarray(ref_grad), grad_of(ref_t), ref)
+
+
+def test_reference_only_lifted_structure_pools_the_anchors_negatives():
+  """Each (query a, reference p) pair: J = log Σ_{n ∈ N(a)} e^{m − d_an} + d_ap, ½[J]₊² averaged (float64 loop)."""
+  rng = np.random.default_rng(4)
+  query, ref = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
+  query_labels, ref_labels = rng.integers(0, 3, size=7), rng.integers(0, 3, size=9)
+  unit = lambda x: x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+  d = np.linalg.norm(unit(query)[:, None] - unit(ref)[None], axis=-1)
+  terms = []
+  for a in range(7):
+    negatives = [math.exp(1.0 - d[a, n]) for n in range(9) if ref_labels[n] != query_labels[a]]
+    for p in range(9):
+      if ref_labels[p] == query_labels[a] and negatives:
+        terms.append(0.5 * _relu(math.log(sum(negatives)) + d[a, p]) ** 2)
+  value = losses.lifted_structure(jnp.asarray(query), jnp.asarray(query_labels), ref_embeddings=jnp.asarray(ref),
+                                  ref_labels=jnp.asarray(ref_labels), reference_only=True)
+  np.testing.assert_allclose(value, np.mean(terms), rtol=1e-5)
+
+
+def test_reference_only_differs_from_reference_columns():
+  """The two readings of a reference set give different losses (the batch's own pairs count only in the second)."""
+  embeddings, labels = _SMALL["m_per_class"]
+  e, l = jnp.asarray(embeddings), jnp.asarray(labels)
+  columns = losses.contrastive(e[:12], l[:12], ref_embeddings=e[12:], ref_labels=l[12:])
+  only = losses.contrastive(e[:12], l[:12], ref_embeddings=e[12:], ref_labels=l[12:], reference_only=True)
+  s, y, valid = losses.query_reference_matrices(e[:12], l[:12], e[12:], l[12:])
+  assert s.shape == (12, 12) and float(jnp.min(valid)) == 1.0
+  np.testing.assert_allclose(only, losses.contrastive_from_matrix(s, y, valid), rtol=1e-6)
+  assert not np.isclose(float(columns), float(only), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", _PML_OPTION_CONFIGS)
+def test_pml_options_in_bfloat16_give_float32_close_to_float32(name):
+  embeddings, labels = _SMALL["m_per_class"]
+  embeddings = jnp.asarray(embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), jnp.bfloat16)
+  proxies = jnp.zeros((24, 8), jnp.float32)
+  value, (grad, _) = _ours(name, "bfloat16")(embeddings, jnp.asarray(labels), proxies)
+  reference, (reference_grad, _) = _ours(name)(embeddings.astype(jnp.float32), jnp.asarray(labels), proxies)
+  assert value.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
+  # As the bf16 test above: the normalised rows are rounded to bf16 (relative 2^-9) before the float32 Gram matrix.
+  np.testing.assert_allclose(value, reference, rtol=1e-2)
+  np.testing.assert_allclose(np.asarray(grad, np.float32), reference_grad, atol=2e-2 * np.abs(reference_grad).max())
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("contrastive", {"distance": "cosine", "pos_margin": 0.9, "neg_margin": 0.2, "reducer": "mean"}),
+    ("triplet", {"distance": "cosine", "smooth_loss": True}),
+    ("triplet", {"distance": "squared_euclidean", "reducer": "sum"}),
+    ("multi_similarity", {"miner_epsilon": 0.1, "miner_distance": "euclidean"}),
+    ("lifted_structure", {"reducer": "mean_nonzero"}),
+])
+def test_matrix_form_maps_the_pml_options(name, kwargs):
+  embeddings, labels = (jnp.asarray(x) for x in _SMALL["random_labels"])
+  metric, normalize, matrix_kwargs = losses.matrix_form(name, kwargs)
+  s, y, valid = losses.batch_matrices(embeddings, labels, metric=metric, normalize=normalize)
+  np.testing.assert_allclose(losses.MATRIX_LOSSES[name](s, y, valid, **matrix_kwargs),
+                             losses.LOSSES[name](embeddings, labels, **kwargs), rtol=1e-6)
+
+
+def loop_triplet_terms(d, y, v, *, margin, smooth, reducer):
+  """All (a, p, n), p ≠ n, weight y[a,p](1−y[a,n]): PML's reducers over w·f(d_ap − d_an + m), f = hinge or softplus."""
+  terms, weights = [], []
+  for a in range(d.shape[0]):
+    for p in range(d.shape[1]):
+      for n in range(d.shape[1]):
+        weight = y[a, p] * (1 - y[a, n]) if p != n and v[a, p] and v[a, n] else 0.0
+        if weight > 0:
+          x = d[a, p] - d[a, n] + margin
+          terms.append(weight * (math.log1p(math.exp(x)) if smooth else _relu(x)))
+          weights.append(weight)
+  if reducer == "sum":
+    return sum(terms)
+  if reducer == "mean":
+    return sum(terms) / sum(weights) if weights else 0.0
+  return _mean_positive(terms)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("reducer", ["mean_nonzero", "mean", "sum"])
+def test_triplet_matrix_form_options_match_soft_label_loop(smooth, reducer):
+  """Soft labels, every reducer, hinge and softplus; the sorted (or blocked) form and `max_positives` = B agree."""
+  for seed in range(3):
+    s, y, valid = _soft_matrices(seed, "distance", num_anchors=19, num_candidates=9)  # 19: blocks of 16 + 3
+    expected = loop_triplet_terms(s.astype(np.float64), y.astype(np.float64), valid.astype(np.float64), margin=0.3,
+                                  smooth=smooth, reducer=reducer)
+    kwargs = {"margin": 0.3, "smooth_loss": smooth, "reducer": reducer}
+    value, grad = jax.value_and_grad(functools.partial(losses.triplet_from_matrix, **kwargs))(s, y, valid)
+    direct, direct_grad = jax.value_and_grad(functools.partial(losses.triplet_from_matrix, max_positives=9,
+                                                               **kwargs))(s, y, valid)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(direct, expected, rtol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(direct_grad, grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, kwargs", [("contrastive", {"reducer": "mean"}), ("triplet", {"reducer": "sum"}),
+                                          ("triplet", {"smooth_loss": True}),
+                                          ("lifted_structure", {"reducer": "sum"}),
+                                          ("generalized_lifted_structure", {"reducer": "mean_nonzero"})])
+def test_pml_options_with_nothing_valid_are_zero_with_zero_gradient(name, kwargs):
+  s, y, _ = _soft_matrices(0, "distance")
+  value, grad = jax.value_and_grad(functools.partial(losses.MATRIX_LOSSES[name], **kwargs))(s, y, np.zeros_like(y))
+  assert float(value) == 0.0
+  assert np.all(np.asarray(grad) == 0.0)
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda: losses.contrastive(_E, _L, distance="manhattan"), id="unknown distance"),
+    pytest.param(lambda: losses.triplet(_E, _L, distance="cosine", squared=True), id="squared cosine"),
+    pytest.param(lambda: losses.triplet(_E, _L, reducer="median"), id="unknown triplet reducer"),
+    pytest.param(lambda: losses.lifted_structure(_E, _L, reference_only=True), id="reference_only without reference"),
+    pytest.param(lambda: losses.multi_similarity(_E, _L, miner_epsilon=0.1, miner_distance="l1"), id="miner distance"),
+    pytest.param(lambda: losses.matrix_form("lifted_structure", {"distance": "cosine"}), id="distance of lifted"),
+])
+def test_pml_option_errors(call):
+  with pytest.raises(ValueError):
+    call()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
