@@ -48,6 +48,7 @@ from jax.sharding import PartitionSpec as P
 from metriclearn import checkpoint
 from metriclearn import data
 from metriclearn import evaluate
+from metriclearn import interrupt
 from metriclearn import losses
 from metriclearn import methods
 from metriclearn import models
@@ -375,9 +376,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     `raw_pixels` for comparison, `final_loss`, `num_steps` and `config_name`.
   """
   validate_config(config)
+  check_workdir(workdir)
   start_time = time.time()
   is_main_process = jax.process_index() == 0  # the one that writes logs, plots and results.json
-  os.makedirs(workdir, exist_ok=True)
+  finished = finished_results(config, workdir)
+  if finished is not None:
+    if is_main_process:
+      print(f"{workdir} already finished: step {config.num_steps} of {config.num_steps} with this config. Nothing "
+            "was trained, evaluated or written; use a new --workdir (or delete this one) to train again. Stored "
+            "results (results.json):")
+      print(format_table(_result_rows(finished), config.eval.ks))
+    return finished
 
   built = build(config)
   dataset, model, method, tx = built.dataset, built.model, built.method, built.tx
@@ -392,6 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
                                    mean=dataset.mean, std=dataset.std, process_index=jax.process_index(),
                                    process_count=jax.process_count())
+  os.makedirs(workdir, exist_ok=True)  # only now: a run that fails its config, data or weights checks leaves nothing
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   state = replicate(create_state(config, method, tx, sample_images, init_rng), replicated)
@@ -436,6 +446,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        disable=not is_main_process,
                        mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
+  stop = interrupt.StopRequests()  # Ctrl-C / SIGTERM: finish the step, save it, stop (metriclearn/interrupt.py)
+  stop.install()
   for step in range(start_step + 1, config.num_steps + 1):
     # The host update comes first: it may hand the sampler what the next batches depend on (APFS's mined classes,
     # restored from the checkpoint on resume), and the loader builds batches ahead in its thread.
@@ -448,6 +460,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_loss = float(metrics["loss"])
     grad_norm = float(metrics.get("grad_norm", 0.0))
     if not (math.isfinite(last_loss) and math.isfinite(grad_norm)):
+      stop.restore()
       checkpointer.close()
       # A finite loss with a non-finite gradient norm still puts NaN into the parameters.
       raise FloatingPointError(
@@ -476,8 +489,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           best.save(step, state)
       if is_main_process:
         progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
+    stopping = stop.requested() if step < config.num_steps else 0  # the last step goes on to the evaluation
+    if step % config.checkpoint_every == 0 or step == config.num_steps or stopping:
       checkpointer.save(step, state)
+    if stopping:
+      _stop_interrupted(stop, batches, progress, writer, checkpointer, best)
+      raise interrupt.Interrupted(step, stopping, checkpointer.directory)
+  stop.restore()
   batches.close()
   progress.close()
   checkpointer.close()
@@ -519,10 +537,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_main_process:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:  # what `finished_results` compares a rerun with
+      f.write(config.to_json_best_effort(sort_keys=True, indent=2))
     print(f"\nTest split of {config.dataset.name} ({test_split.num_classes} unseen classes, {len(test_split)} "
           "images):")
     print(format_table(rows, config.eval.ks))
   return results
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises NotADirectoryError when `workdir` exists and is not a directory."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory; pass a directory (it is created if "
+                             "missing, and a run on an existing one resumes it)")
+
+
+CONFIG_FILE = "config.json"  # the config of the run that wrote results.json
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """`workdir/results.json` when the run in `workdir` is finished with this same config (its config.json equals
+  `config` and its latest checkpoint is step `config.num_steps`), else None."""
+  results_path, config_path = os.path.join(workdir, "results.json"), os.path.join(workdir, CONFIG_FILE)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not (os.path.isfile(results_path) and os.path.isfile(config_path) and os.path.isdir(checkpoints)):
+    return None
+  with open(config_path) as f:
+    if json.load(f) != json.loads(config.to_json_best_effort(sort_keys=True)):
+      return None
+  # A finished orbax checkpoint is a directory named by its step; an unfinished one has a temporary suffix.
+  steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
+  if not steps or max(steps) != config.num_steps:
+    return None
+  with open(results_path) as f:
+    return json.load(f)
+
+
+def _result_rows(results: dict) -> dict[str, dict]:
+  """The rows of the results table from a results.json: the trained embedding and the baselines beside it."""
+  rows = {"trained": results}
+  rows.update({name: results[name] for name in ("untrained", "raw_pixels") if isinstance(results.get(name), dict)})
+  return rows
+
+
+def _stop_interrupted(stop, batches, progress, writer, *checkpointers) -> None:
+  """Closes what the step loop holds open after a stop request; a checkpointer's `close` waits for its last save."""
+  stop.restore()
+  batches.close()
+  progress.close()
+  writer.close()
+  for checkpointer in checkpointers:
+    if checkpointer is not None:
+      checkpointer.close()
 
 
 def _last_logged_loss(log: JsonlLog) -> float:
