@@ -206,7 +206,8 @@ def format_table(rows: dict[str, dict], ks) -> str:
   return "\n".join(lines)
 
 
-def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray) -> None:
+def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray, *,
+                 references: dict[str, dict] | None = None, class_names=None, title: str | None = None) -> None:
   train_records = [r for r in log.records if "loss" in r]
   prefix = "val/" if any("val/map@r" in r for r in log.records) else "test/"  # the split selected on
   eval_records = [r for r in log.records if f"{prefix}map@r" in r]
@@ -217,8 +218,21 @@ def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np
     names = [k for k in eval_records[0] if k.startswith(f"{prefix}recall@") or k == f"{prefix}map@r"]
     plots.plot_recall([r["step"] for r in eval_records],
                       {n: [r[n] for r in eval_records] for n in names},
-                      os.path.join(workdir, "recall.png"))
-  plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"))
+                      os.path.join(workdir, "recall.png"), references=references, title=title)
+  plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"), class_names=class_names,
+                        title=title)
+
+
+def progress_width(stream) -> dict[str, Any]:
+  """tqdm's width arguments for `stream`: follow the terminal's width, or a fixed 100 columns (`$COLUMNS` if set)
+  where the stream is not a terminal or the terminal reports 0 columns (tqdm would then draw no bar at all)."""
+  try:
+    columns = os.get_terminal_size(stream.fileno()).columns
+  except (AttributeError, OSError, ValueError):
+    columns = 0
+  if columns > 0:
+    return {"dynamic_ncols": True}
+  return {"dynamic_ncols": False, "ncols": int(os.environ.get("COLUMNS", "0") or 0) or 100}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,9 +456,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   context = StepContext(config=config, train_split=train_split,
                         embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
   last_loss = float("nan")
-  progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
+  progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", **progress_width(sys.stderr),
                        disable=not is_main_process,
                        mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+  if start_step == 0:  # the untrained network on the selection split: the curves' step-0 point
+    initial, _ = evaluate_split((state.params, state.batch_stats), select_on, clustering=False)
+    writer.write_scalars(0, {f"{select_on}/{k}": v for k, v in initial.items()})
+    log.write({"step": 0, **{f"{select_on}/{k}": v for k, v in initial.items()}})
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
   stop = interrupt.StopRequests()  # Ctrl-C / SIGTERM: finish the step, save it, stop (metriclearn/interrupt.py)
   stop.install()
@@ -482,7 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_scalars(step, {f"{select_on}/{k}": v for k, v in results.items()})
       log.write({"step": step, **{f"{select_on}/{k}": v for k, v in results.items()}})
       if best is not None:
-        previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r]
+        previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r and r["step"] > 0]
         improved = not previous or results["map@r"] > max(previous)
         # A save is collective: process 0 decides for all, whatever rounding the others' metrics saw.
         if multihost_utils.broadcast_one_to_all(np.bool_(improved)):
@@ -528,7 +546,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log.write({"step": config.num_steps, **{f"test/{k}": v for k, v in trained.items()}})
   writer.close()
   if config.eval.plots and is_main_process:
-    _write_plots(workdir, log, test_embeddings, (test_split if dataset.query is None else dataset.query).labels)
+    queries = test_split if dataset.query is None else dataset.query
+    references = {f"{name.replace('_', ' ')} (test)": rows[name] for name in ("untrained", "raw_pixels") if name in rows}
+    _write_plots(workdir, log, test_embeddings, queries.labels, references=references,
+                 class_names=queries.class_names, title=config.name)
 
   results = {**trained, **protocol, **{name: row for name, row in rows.items() if name != "trained"},
              "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),

@@ -230,7 +230,9 @@ def test_train_and_evaluate_writes_results_logs_checkpoints_plots(data_dir, tmp_
   assert loss_steps == [2, 4]  # log_every = 2
   assert [r["loss"] for r in records if r["step"] == 4 and "loss" in r] == [saved["final_loss"]]
   eval_steps = [r["step"] for r in records if "test/map@r" in r]
-  assert eval_steps == [2, 4]  # eval_every = 2, and the final evaluation
+  assert eval_steps == [0, 2, 4]  # the untrained network, eval_every = 2, and the final evaluation
+  step_0 = next(r for r in records if r["step"] == 0)
+  assert step_0["test/recall@1"] == pytest.approx(saved["untrained"]["recall@1"], abs=1e-6)  # the same network
   assert [r["test/recall@1"] for r in records if r["step"] == 4 and "test/recall@1" in r] == [saved["recall@1"]]
 
   assert _checkpoint_steps(workdir) == {2, 4}  # checkpoint_every = 2, max_checkpoints = 2
@@ -371,7 +373,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(data_dir,
     train.train_and_evaluate(config, str(workdir))
   assert _checkpoint_steps(workdir) == {1, 2}  # max_checkpoints = 2; nothing of step 3
   assert not any("tmp" in p.name for p in (workdir / "checkpoints").iterdir())
-  assert [r["step"] for r in _read_jsonl(workdir / "metrics.jsonl")] == [1, 2]
+  assert [r["step"] for r in _read_jsonl(workdir / "metrics.jsonl")] == [0, 1, 2]  # 0: the untrained evaluation
 
 
 def test_nan_parameters_stop_training_even_when_the_loss_stays_finite(data_dir, tmp_path):
