@@ -1,7 +1,10 @@
 r"""Command line: `python -m metriclearn.main --config=configs/glyphs.py --workdir=/tmp/run [--config.key=value ...]`.
 
-Parses flags, starts JAX's distributed runtime when asked, and calls `train.train_and_evaluate(config, workdir)`;
-nothing else (as the flax examples).
+Parses flags, starts JAX's distributed runtime when asked, and calls `train.train_and_evaluate(config, workdir)`
+(as the flax examples). What it adds for a person at a terminal: `--help` (exit 0) with the methods and recipe
+families; a user error (a misspelt `--config.KEY`, a missing file, a bad name or value) as one line `error: ...` with
+exit status 2 instead of a traceback (`--verbose` or METRICLEARN_TRACEBACK=1 shows it); Ctrl-C / SIGTERM as one line
+after the checkpoint of the current step is saved (exit 130 / 143; `metriclearn/interrupt.py`).
 
 Multi-host (DESIGN §7; recipes in `launch/`): every host runs the same command with `--distributed`, and
 `jax.distributed.initialize()` finds the coordinator, the number of processes and this process's id itself on a
@@ -74,7 +77,7 @@ def initialize_distributed() -> bool:
 
 def main(argv):
   if len(argv) > 1:
-    _exit_with_error(f"unexpected arguments {argv[1:]} — flags are written --name=value; see --help", verbose=False)
+    _exit_with_error(f"unexpected arguments {argv[1:]} — flags are written --name=value; see --help")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO; --verbosity=0 shows it
   verbose = _VERBOSE.value or _traceback_requested()
@@ -93,7 +96,7 @@ def main(argv):
   except USER_ERRORS as error:
     if verbose:
       raise
-    _exit_with_error(str(error), verbose=False)
+    _exit_with_error(str(error))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -110,10 +113,9 @@ def _traceback_requested() -> bool:
       arg in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1") for arg in sys.argv[1:])
 
 
-def _exit_with_error(message: str, *, verbose: bool) -> None:
-  del verbose
-  lines = [line for line in str(message).strip().splitlines() if line.strip()]
-  print("error: " + " ".join(line.strip() for line in lines) if lines else "error: (no message)", file=sys.stderr)
+def _exit_with_error(message: str) -> None:
+  lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+  print(f"error: {' '.join(lines) or '(no message)'} [--verbose shows the traceback]", file=sys.stderr)
   sys.exit(EXIT_USER_ERROR)
 
 
@@ -191,13 +193,14 @@ def help_text() -> str:
     family_line = ", ".join(f"{name} ({count})" for name, count in families.items())
   except NotADirectoryError:
     family_line = f"(no configs/ directory found at {directory})"
+  shown = directory if os.path.relpath(directory).startswith("..") else os.path.relpath(directory)
   return f"""Train a metric-learning recipe and evaluate it on unseen classes.
 
 usage: python -m metriclearn.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
   e.g. python -m metriclearn.main --config=configs/glyphs.py --workdir=runs/glyphs --config.num_steps=1000
 
 methods (config.method.name): {", ".join(sorted(methods.METHODS))}
-recipe families in {os.path.relpath(directory) if not os.path.relpath(directory).startswith("..") else directory}/: {family_line}
+recipe families in {shown}/: {family_line}
   every recipe with its one-line description: python -m metriclearn.recipes
 generated data (glyphs) is cached in {splits.default_cache_dir()} ($XDG_CACHE_HOME/metriclearn, else
   ~/.cache/metriclearn); real data sets and weights are never downloaded: pass --config.dataset.data_dir and
@@ -218,14 +221,13 @@ def parse_flags(argv):
   config_path = _flag_value(argv[1:], "config")
   if config_path and not os.path.isfile(os.path.expanduser(config_path.rsplit(":", 1)[0] if ":" in os.path.basename(
       config_path) else config_path)):
-    _exit_with_error(f"no recipe file {config_path!r} — `python -m metriclearn.recipes` lists the recipes in configs/",
-                     verbose=False)
+    _exit_with_error(f"no recipe file {config_path!r} — `python -m metriclearn.recipes` lists the recipes")
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # absl's flag errors, and what ml_collections raises for a bad --config.KEY
     if _traceback_requested():
       raise
-    _exit_with_error(_flag_error_message(error, argv), verbose=False)
+    _exit_with_error(_flag_error_message(error, argv))
 
 
 def run() -> None:

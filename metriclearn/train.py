@@ -547,7 +547,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.close()
   if config.eval.plots and is_main_process:
     queries = test_split if dataset.query is None else dataset.query
-    references = {f"{name.replace('_', ' ')} (test)": rows[name] for name in ("untrained", "raw_pixels") if name in rows}
+    references = {f"{name.replace('_', ' ')} (test)": rows[name]
+                  for name in ("untrained", "raw_pixels") if name in rows}
     _write_plots(workdir, log, test_embeddings, queries.labels, references=references,
                  class_names=queries.class_names, title=config.name)
 
