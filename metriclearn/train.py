@@ -48,6 +48,7 @@ from jax.sharding import PartitionSpec as P
 from metriclearn import checkpoint
 from metriclearn import data
 from metriclearn import evaluate
+from metriclearn import interrupt
 from metriclearn import losses
 from metriclearn import methods
 from metriclearn import models
@@ -205,7 +206,8 @@ def format_table(rows: dict[str, dict], ks) -> str:
   return "\n".join(lines)
 
 
-def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray) -> None:
+def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np.ndarray, *,
+                 references: dict[str, dict] | None = None, class_names=None, title: str | None = None) -> None:
   train_records = [r for r in log.records if "loss" in r]
   prefix = "val/" if any("val/map@r" in r for r in log.records) else "test/"  # the split selected on
   eval_records = [r for r in log.records if f"{prefix}map@r" in r]
@@ -216,8 +218,21 @@ def _write_plots(workdir: str, log: JsonlLog, embeddings: np.ndarray, labels: np
     names = [k for k in eval_records[0] if k.startswith(f"{prefix}recall@") or k == f"{prefix}map@r"]
     plots.plot_recall([r["step"] for r in eval_records],
                       {n: [r[n] for r in eval_records] for n in names},
-                      os.path.join(workdir, "recall.png"))
-  plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"))
+                      os.path.join(workdir, "recall.png"), references=references, title=title)
+  plots.plot_embeddings(embeddings, labels, os.path.join(workdir, "embeddings.png"), class_names=class_names,
+                        title=title)
+
+
+def progress_width(stream) -> dict[str, Any]:
+  """tqdm's width arguments for `stream`: follow the terminal's width, or a fixed 100 columns (`$COLUMNS` if set)
+  where the stream is not a terminal or the terminal reports 0 columns (tqdm would then draw no bar at all)."""
+  try:
+    columns = os.get_terminal_size(stream.fileno()).columns
+  except (AttributeError, OSError, ValueError):
+    columns = 0
+  if columns > 0:
+    return {"dynamic_ncols": True}
+  return {"dynamic_ncols": False, "ncols": int(os.environ.get("COLUMNS", "0") or 0) or 100}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,9 +390,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     `raw_pixels` for comparison, `final_loss`, `num_steps` and `config_name`.
   """
   validate_config(config)
+  check_workdir(workdir)
   start_time = time.time()
   is_main_process = jax.process_index() == 0  # the one that writes logs, plots and results.json
-  os.makedirs(workdir, exist_ok=True)
+  finished = finished_results(config, workdir)
+  if finished is not None:
+    if is_main_process:
+      print(f"{workdir} already finished: step {config.num_steps} of {config.num_steps} with this config. Nothing "
+            "was trained, evaluated or written; use a new --workdir (or delete this one) to train again. Stored "
+            "results (results.json):")
+      print(format_table(_result_rows(finished), config.eval.ks))
+    return finished
 
   built = build(config)
   dataset, model, method, tx = built.dataset, built.model, built.method, built.tx
@@ -392,6 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
                                    mean=dataset.mean, std=dataset.std, process_index=jax.process_index(),
                                    process_count=jax.process_count())
+  os.makedirs(workdir, exist_ok=True)  # only now: a run that fails its config, data or weights checks leaves nothing
   mesh = create_mesh()
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   state = replicate(create_state(config, method, tx, sample_images, init_rng), replicated)
@@ -432,10 +456,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   context = StepContext(config=config, train_split=train_split,
                         embed=lambda params, batch_stats, split: embed((params, batch_stats), split))
   last_loss = float("nan")
-  progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", dynamic_ncols=True,
+  progress = tqdm.tqdm(total=config.num_steps, initial=start_step, desc="train", **progress_width(sys.stderr),
                        disable=not is_main_process,
                        mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+  if start_step == 0:  # the untrained network on the selection split: the curves' step-0 point
+    initial, _ = evaluate_split((state.params, state.batch_stats), select_on, clustering=False)
+    writer.write_scalars(0, {f"{select_on}/{k}": v for k, v in initial.items()})
+    log.write({"step": 0, **{f"{select_on}/{k}": v for k, v in initial.items()}})
   batches = train_loader.iterate(start_step, config.num_steps - start_step)
+  stop = interrupt.StopRequests()  # Ctrl-C / SIGTERM: finish the step, save it, stop (metriclearn/interrupt.py)
+  stop.install()
   for step in range(start_step + 1, config.num_steps + 1):
     # The host update comes first: it may hand the sampler what the next batches depend on (APFS's mined classes,
     # restored from the checkpoint on resume), and the loader builds batches ahead in its thread.
@@ -448,6 +478,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_loss = float(metrics["loss"])
     grad_norm = float(metrics.get("grad_norm", 0.0))
     if not (math.isfinite(last_loss) and math.isfinite(grad_norm)):
+      stop.restore()
       checkpointer.close()
       # A finite loss with a non-finite gradient norm still puts NaN into the parameters.
       raise FloatingPointError(
@@ -469,15 +500,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_scalars(step, {f"{select_on}/{k}": v for k, v in results.items()})
       log.write({"step": step, **{f"{select_on}/{k}": v for k, v in results.items()}})
       if best is not None:
-        previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r]
+        previous = [r["val/map@r"] for r in log.records[:-1] if "val/map@r" in r and r["step"] > 0]
         improved = not previous or results["map@r"] > max(previous)
         # A save is collective: process 0 decides for all, whatever rounding the others' metrics saw.
         if multihost_utils.broadcast_one_to_all(np.bool_(improved)):
           best.save(step, state)
       if is_main_process:
         progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    if step % config.checkpoint_every == 0 or step == config.num_steps:
+    stopping = stop.requested() if step < config.num_steps else 0  # the last step goes on to the evaluation
+    if step % config.checkpoint_every == 0 or step == config.num_steps or stopping:
       checkpointer.save(step, state)
+    if stopping:
+      _stop_interrupted(stop, batches, progress, writer, checkpointer, best)
+      raise interrupt.Interrupted(step, stopping, checkpointer.directory)
+  stop.restore()
   batches.close()
   progress.close()
   checkpointer.close()
@@ -510,7 +546,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log.write({"step": config.num_steps, **{f"test/{k}": v for k, v in trained.items()}})
   writer.close()
   if config.eval.plots and is_main_process:
-    _write_plots(workdir, log, test_embeddings, (test_split if dataset.query is None else dataset.query).labels)
+    queries = test_split if dataset.query is None else dataset.query
+    references = {f"{name.replace('_', ' ')} (test)": rows[name]
+                  for name in ("untrained", "raw_pixels") if name in rows}
+    _write_plots(workdir, log, test_embeddings, queries.labels, references=references,
+                 class_names=queries.class_names, title=config.name)
 
   results = {**trained, **protocol, **{name: row for name, row in rows.items() if name != "trained"},
              "final_loss": last_loss if start_step < config.num_steps else _last_logged_loss(log),
@@ -519,10 +559,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_main_process:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:  # what `finished_results` compares a rerun with
+      f.write(config.to_json_best_effort(sort_keys=True, indent=2))
     print(f"\nTest split of {config.dataset.name} ({test_split.num_classes} unseen classes, {len(test_split)} "
           "images):")
     print(format_table(rows, config.eval.ks))
   return results
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises NotADirectoryError when `workdir` exists and is not a directory."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory; pass a directory (it is created if "
+                             "missing, and a run on an existing one resumes it)")
+
+
+CONFIG_FILE = "config.json"  # the config of the run that wrote results.json
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """`workdir/results.json` when the run in `workdir` is finished with this same config (its config.json equals
+  `config` and its latest checkpoint is step `config.num_steps`), else None."""
+  results_path, config_path = os.path.join(workdir, "results.json"), os.path.join(workdir, CONFIG_FILE)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not (os.path.isfile(results_path) and os.path.isfile(config_path) and os.path.isdir(checkpoints)):
+    return None
+  with open(config_path) as f:
+    if json.load(f) != json.loads(config.to_json_best_effort(sort_keys=True)):
+      return None
+  # A finished orbax checkpoint is a directory named by its step; an unfinished one has a temporary suffix.
+  steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
+  if not steps or max(steps) != config.num_steps:
+    return None
+  with open(results_path) as f:
+    return json.load(f)
+
+
+def _result_rows(results: dict) -> dict[str, dict]:
+  """The rows of the results table from a results.json: the trained embedding and the baselines beside it."""
+  rows = {"trained": results}
+  rows.update({name: results[name] for name in ("untrained", "raw_pixels") if isinstance(results.get(name), dict)})
+  return rows
+
+
+def _stop_interrupted(stop, batches, progress, writer, *checkpointers) -> None:
+  """Closes what the step loop holds open after a stop request; a checkpointer's `close` waits for its last save."""
+  stop.restore()
+  batches.close()
+  progress.close()
+  writer.close()
+  for checkpointer in checkpointers:
+    if checkpointer is not None:
+      checkpointer.close()
 
 
 def _last_logged_loss(log: JsonlLog) -> float:

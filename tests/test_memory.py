@@ -396,11 +396,12 @@ def test_eight_devices_match_one_device(uninterrupted, data_dir, tmp_path):
        f"--config.dataset.data_dir={data_dir}", *flags], cwd=ROOT, env=env, capture_output=True, text=True,
       timeout=300)
   assert process.returncode == 0, process.stderr[-4000:]
-  # Tolerances as in tests/test_train.py (float32 sums in another order on 8 shards); a memory holding the entries
-  # of one device's shard, or one per device, would change the loss from step 2 on by far more.
+  # Tolerances as tests/test_train.py's CROSS_PROGRAM_* (float32 sums in another order on 8 shards, amplified step
+  # to step; reasoning there): rel 1e-3 on the loss, rtol 1e-3 / atol 1e-4 on the state. A memory holding the
+  # entries of one device's shard, or one per device, changes the loss from step 2 on by far more.
   one, eight = _losses_by_step(uninterrupted), _losses_by_step(workdir)
   assert sorted(one) == sorted(eight) == list(range(1, 7))
   for step in one:
-    assert eight[step] == pytest.approx(one[step], rel=1e-5), step
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5), _restore(uninterrupted, 6),
+    assert eight[step] == pytest.approx(one[step], rel=1e-3), step
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4), _restore(uninterrupted, 6),
                _restore(workdir, 6))

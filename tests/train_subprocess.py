@@ -49,4 +49,4 @@ def _instrument_loader(times_path: str | None, slow_after: str | None) -> None:
 
 if __name__ == "__main__":
   _instrument_loader(os.environ.get("METRICLEARN_TEST_STEP_TIMES"), os.environ.get("METRICLEARN_TEST_SLOW_AFTER"))
-  app.run(main.main)
+  app.run(main.main, flags_parser=main.parse_flags)

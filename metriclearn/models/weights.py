@@ -44,7 +44,7 @@ WEIGHT_FILES = {
 }
 # torchvision's builders download into the torch hub cache, where an existing download can be found.
 _WHERE = ("torchvision / pretrainedmodels save downloads under ~/.cache/torch/hub/checkpoints/. Put the file anywhere "
-          "and pass its path as --config.model.kwargs.pretrained=/path/to/file")
+          "and pass its path as --config.model.pretrained=/path/to/file")
 
 SKIPPED_PREFIXES = ("fc.", "last_linear.", "aux1.", "aux2.")
 SKIPPED_SUFFIXES = ("num_batches_tracked",)
