@@ -92,15 +92,18 @@ def closest_rms(a: np.ndarray, present_a: np.ndarray, b: np.ndarray, present_b: 
 
 
 def pool_characters(*, image_size: int = 32, min_faces: int = 8, duplicate_tolerance: float = 0.021,
-                    lookalike_tolerance: float = 0.05) -> dict[str, int | list[str]]:
+                    lookalike_tolerance: float = 0.05,
+                    candidates: list[str] | None = None) -> dict[str, int | list[str]]:
   """The pool's characters and the count left after each rule (see the module docstring).
+
+  `candidates` replaces `code_point_candidates(min_faces)` (a subset, for tests).
 
   Returns:
     `{"characters": [...], "mapped": n, "drawn": n, "not_lookalike": n, "distinct": n}`: the counts after the
     character-map filter, after dropping those fewer than `min_faces` faces draw, after the look-alike rule, and
     after the pool's own duplicate merge (= `len(characters)`).
   """
-  candidates = code_point_candidates(min_faces)
+  candidates = code_point_candidates(min_faces) if candidates is None else list(candidates)
   rendered, present = _reduced(candidates, image_size)
   drawn = present.sum(1) >= min_faces
   dml, dml_present = _reduced(glyphs.candidate_characters(), image_size)
