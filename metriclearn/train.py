@@ -413,6 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     **dict(config.sampler.get("kwargs", {})))
   # Each process loads its rows of every batch.
   train_loader = loader_lib.Loader(train_split, sampler, seed=config.seed, transform=dataset.train_transform,
+                                   augment=dataset.train_augment,
                                    mean=dataset.mean, std=dataset.std, process_index=jax.process_index(),
                                    process_count=jax.process_count())
   os.makedirs(workdir, exist_ok=True)  # only now: a run that fails its config, data or weights checks leaves nothing

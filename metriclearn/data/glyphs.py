@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -233,8 +234,32 @@ def generate_glyphs(
 _GENERATION_DEFAULTS = {name: p.default for name, p in inspect.signature(generate_glyphs).parameters.items()}
 
 
+def random_shift(images: np.ndarray, rng: np.random.Generator, *, max_shift: int) -> np.ndarray:
+  """Each image translated by its own whole-pixel offset in ±`max_shift` per axis, zeros (background) filled in.
+
+  The glyph analogue of the papers' random crop (pad and crop, as CIFAR's): a train-time augmentation, `Augment`
+  of `data.loader`, vectorised over the batch. Departure: no flip, which the papers pair with the crop: mirroring
+  changes a character's identity, and the set holds mirror pairs as different classes (b / d, p / q, R / Я, N / И,
+  ⊂ / ⊃, ∈ / ∋, ≤ / ≥, ← / →), so a flipped image would carry another class's label.
+
+  Args:
+    images: `f32[B, H, W, C]`.
+    rng: the loader's generator for this batch.
+    max_shift: the largest offset in pixels (0 returns the images unchanged).
+  """
+  if max_shift == 0:
+    return images
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+  top, left = rng.integers(0, 2 * max_shift + 1, size=(2, b))
+  rows = (top[:, None] + np.arange(h))[:, :, None]  # [B, H, 1]
+  cols = (left[:, None] + np.arange(w))[:, None, :]  # [B, 1, W]
+  return padded[np.arange(b)[:, None, None], rows, cols]
+
+
 def load_glyphs(
-    *, data_dir: str | None = None, seed: int = 0, train_fraction: float = 0.5, **generation_kwargs
+    *, data_dir: str | None = None, seed: int = 0, train_fraction: float = 0.5, train_shift: int = 0,
+    **generation_kwargs,
 ) -> splits.Dataset:
   """The `glyphs` data set, generated on first use and cached under `data_dir` (default `default_cache_dir()`).
 
@@ -242,6 +267,8 @@ def load_glyphs(
     data_dir: cache directory; the file name encodes every generation argument, so changed arguments regenerate.
     seed: generation seed (see `generate_glyphs`) and the seed of the zero-shot class split.
     train_fraction: fraction of the classes in the train split (rounded); the rest are the test split.
+    train_shift: train-time augmentation: each training image shifted by up to this many pixels per axis at every
+      step (`random_shift`); 0 (default) trains on the stored images as they are.
     **generation_kwargs: passed to `generate_glyphs` (e.g. `images_per_class`, `max_classes`).
 
   Returns:
@@ -250,7 +277,9 @@ def load_glyphs(
   Raises:
     ValueError: on an unknown generation argument or a split that leaves a side without classes.
   """
-  check_kwargs(generate_glyphs, generation_kwargs, "glyphs (besides data_dir and train_fraction)")
+  check_kwargs(generate_glyphs, generation_kwargs, "glyphs (besides data_dir, train_fraction and train_shift)")
+  if not 0 <= train_shift < 8:
+    raise ValueError(f"train_shift must lie in 0..7 pixels, got {train_shift}")
   data = _load_or_generate(data_dir or splits.default_cache_dir(), seed=seed, **generation_kwargs)
   class_names = [str(name) for name in data["class_names"]]
   num_train = round(train_fraction * len(class_names))
@@ -260,6 +289,7 @@ def load_glyphs(
       name="glyphs",
       train=splits.split_by_class(images, labels, class_names, train_classes),
       test=splits.split_by_class(images, labels, class_names, test_classes),
+      train_augment=functools.partial(random_shift, max_shift=int(train_shift)) if train_shift else None,
   )
 
 

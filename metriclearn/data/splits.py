@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -82,6 +82,8 @@ class Dataset:
     mean, std: per-channel normalisation of images in [0, 1] that the recipe's backbone expects (ImageNet's for the
       photo benchmarks), or None to feed [0, 1] pixels.
     train_transform: the random training transform of file-backed splits (`transforms.py`), or None.
+    train_augment: the random training augmentation of in-memory splits, `augment(f32[B, H, W, C] in [0, 1], rng)`
+      (`loader.Augment`; e.g. `glyphs.random_shift`), or None.
   """
 
   name: str
@@ -93,6 +95,7 @@ class Dataset:
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   train_transform: Transform | None = None
+  train_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
   @property
   def splits(self) -> dict[str, Split]:

@@ -16,7 +16,9 @@ The classifier (`fc.*`, Cadene's `last_linear.*`), GoogLeNet's auxiliary heads (
 differs is a ValueError that lists them (and names the architecture the file fits, when it fits another one).
 
 Files: `.pth`/`.pt`/`.bin` (read with PyTorch, imported only then), `.safetensors` (with the `safetensors` package)
-and `.npz` (NumPy; `convert_to_npz` writes one from a `.pth` on a machine that has torch).
+and `.npz` (NumPy; `convert_to_npz` writes one from a `.pth` on a machine that has torch). A built-in backbone's
+name (`metriclearn.pretrain.BUILT_IN`: "glyphs_pretrain", the small CNN pre-trained on the glyph pool) stands for its
+cached `.npz`, pre-trained on first use.
 
     params, batch_stats, method_state = method.init(rng, images)
     params, batch_stats = weights.load_pretrained(params, batch_stats, "/weights/resnet50-0676ba61.pth", "resnet50")
@@ -206,12 +208,25 @@ def _read_safetensors(path: str) -> Mapping[str, Any]:
 def check_file(path: str, arch: str | None = None) -> str:
   """`path` with `~` expanded, or a FileNotFoundError that names the weights to download for `arch` and where they go.
 
-  Cheap (no read), for a config check before any compute; `read_state_dict` and `load_pretrained` call it too.
+  A built-in backbone's name (`metriclearn.pretrain.BUILT_IN`, e.g. "glyphs_pretrain") is returned as it is, after
+  checking that it is built for `arch`; `read_state_dict` builds it on first use. Cheap (no read, no build), for a
+  config check before any compute; `read_state_dict` and `load_pretrained` call it too.
   """
+  from metriclearn import pretrain  # pylint: disable=g-import-not-at-top  (it imports the models package)
+  if pretrain.is_built_in(path):  # a built-in backbone: built on first use by `read_state_dict`
+    built_for = pretrain.built_in_config(path).model.name
+    if arch is not None and built_for != arch:
+      raise ValueError(f"the built-in pre-trained backbone {path!r} is a {built_for}, not a {arch}")
+    return path
   path = os.path.expanduser(str(path))
   if not os.path.isfile(path):
+    built_in = ", ".join(repr(name) for name in sorted(pretrain.BUILT_IN))
+    if os.sep not in path and os.path.splitext(path)[1].lower() not in SUFFIXES:
+      raise ValueError(f"unknown pre-trained backbone {path!r}: neither a built-in name (valid: {built_in}, "
+                       "optionally with ':arg' for its recipe) nor an existing weight file")
     what = f"Download {WEIGHT_FILES[arch]}. " if arch in WEIGHT_FILES else ""
-    raise FileNotFoundError(f"pretrained weights not found: {path}. {what}{_WHERE}.")
+    raise FileNotFoundError(f"pretrained weights not found: {path}. {what}{_WHERE} (or name a built-in backbone: "
+                            f"{built_in}).")
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in SUFFIXES:
     raise ValueError(f"unknown weight file type {suffix!r} ({path}); valid: {', '.join(SUFFIXES)}")
@@ -224,7 +239,7 @@ def read_state_dict(path: str, arch: str | None = None) -> dict[str, np.ndarray]
   A `{"state_dict": …}` or `{"model": …}` wrapper and a DataParallel `module.` prefix are removed.
 
   Args:
-    path: the local file.
+    path: the local file, or a built-in backbone's name (its cached file, pre-trained now if missing).
     arch: the backbone it is meant for, so that a missing file's message can say what to download.
 
   Raises:
@@ -233,6 +248,9 @@ def read_state_dict(path: str, arch: str | None = None) -> dict[str, np.ndarray]
     ImportError: a `.pth` without torch or a `.safetensors` without the safetensors package installed.
   """
   path = check_file(path, arch)
+  from metriclearn import pretrain  # pylint: disable=g-import-not-at-top
+  if pretrain.is_built_in(path):
+    path = pretrain.resolve(path)
   suffix = os.path.splitext(path)[1].lower()
   if suffix in (".pth", ".pt", ".bin"):
     state_dict = _read_torch(path)
