@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                clip_value=10.0, schedule="constant"))
   glyphs_apfs = config_util.sibling_config(__file__, "glyphs_apfs.py", "no_mining" if "no_mining" in parts else None)
   config.method = glyphs_apfs.method
-  config.method.kwargs.representative_lifetime = None  # T = one epoch of batches, resolved from the training split
+  # T stays the recipe's unset int placeholder: one epoch of batches, resolved from the training split.
   if "smoke" in parts:
     photos.shrink_for_smoke(config)
     config.method.kwargs.representative_lifetime = 1  # stage 1 (mined, proximal) starts at step 1
