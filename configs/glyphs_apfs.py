@@ -10,8 +10,10 @@ Arguments (combinable with commas, e.g. `:no_mining,smoke`):
   no_proximal  λ = 0 (warm start only, no proximal term);
   smoke        a few steps, for tests (T = 2, so stage 1 is mined).
 Everything else is the baseline's, so `configs/glyphs.py` with the same seed is the comparison. T defaults to the
-steps per epoch (⌊3750 / 128⌋ = 29 on glyphs; unverified, `papers/apfs.md` (h)). Method options
-(`--config.method.kwargs.<key>=`): see `metriclearn.methods.apfs.APFSOptions`. Results: benchmarks/RESULTS.md, "APFS".
+steps per epoch (⌊3750 / 128⌋ = 29 on glyphs; unverified, `papers/apfs.md` (h)); set it with
+`--config.method.kwargs.representative_lifetime=50`. Every option of `metriclearn.methods.apfs.APFSOptions` is a key
+of `config.method.kwargs`. Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
+inert proximal term): the docstring of `metriclearn/methods/apfs.py`.
 """
 
 import ml_collections
@@ -19,6 +21,12 @@ import ml_collections
 from metriclearn import config_util
 
 ARGUMENTS = ("no_mining", "full_pairs", "no_proximal", "smoke")
+RECIPE_ARGS = {
+    "no_mining": "random classes per batch (the authors' PROFS sampler) instead of hard class mining",
+    "full_pairs": "the base loss on every pair of the batch (reading (B)) instead of (sample, representative) pairs",
+    "no_proximal": "lambda = 0: warm start only, no proximal term",
+    "smoke": "a few steps on tiny data (T = 2, so stage 1 is mined), for tests",
+}
 
 
 def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
@@ -32,11 +40,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: {list(ARGUMENTS)} (comma-separated)")
   config = _baseline_config("smoke" if "smoke" in parts else None)
   config.name = "_".join(["glyphs_apfs"] + [part for part in parts if part != "smoke"])
+  placeholder = ml_collections.config_dict.placeholder
+  # Every APFSOptions key, so each can be set with --config.method.kwargs.<key>=... (T as a typed placeholder:
+  # unset, it is the steps per epoch).
   config.method = dict(name="apfs", kwargs=dict(
-      representative_lifetime=2 if "smoke" in parts else None,
+      representative_lifetime=2 if "smoke" in parts else placeholder(int),
       class_selection="random" if "no_mining" in parts else "hard",
       pair_restriction="full" if "full_pairs" in parts else "restricted",
       anchors="samples",
+      representative_pairs=False,
       proximal_weight=0.0 if "no_proximal" in parts else 2e-4,
+      proximal_include_batchnorm=False,
+      proximal_exclude="",
+      augment_representatives=False,
+      plan_wait_timeout_s=1800.0,
   ))
   return config

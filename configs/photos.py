@@ -40,6 +40,12 @@ from metriclearn import optim
 
 DATASETS = ("cub", "cars", "sop", "inshop")
 LOSSES = ("contrastive", "triplet", "ms", "pa")
+RECIPE_ARGS = {
+    "cub": "CUB-200-2011", "cars": "Cars196", "sop": "Stanford Online Products", "inshop": "In-Shop Clothes",
+    "contrastive": "contrastive loss (Metrix code's ResNet-50 setting)", "triplet": "triplet loss (DAML's GoogLeNet)",
+    "ms": "multi-similarity loss (default)", "pa": "proxy-anchor loss",
+    "smoke": "a few steps on generated fixtures, for tests",
+}
 
 # Training images of each benchmark's standard split (one epoch), and the Recall@K columns the papers report.
 TRAIN_IMAGES = {"cub": 5_864, "cars": 8_054, "sop": 59_551, "inshop": 25_882}

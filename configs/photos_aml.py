@@ -3,8 +3,13 @@ r"""Deep AML (`metriclearn/methods/aml.py`) on CUB-200-2011, Cars196 and SOP.
   python -m metriclearn.main --config=configs/photos_aml.py:cub --workdir=runs/cub_aml \
       --config.dataset.data_dir=~/data/CUB_200_2011 --config.model.pretrained=~/weights/resnet50-0676ba61.pth
 
-`configs/{cub,cars,sop}_aml.py` are this file with the data set fixed. Arguments (comma-separated): one data set
-(`cub`, `cars`, `sop`), optionally `smoke` (seconds, on generated fixtures).
+Arguments (comma-separated; `RECIPE_ARGS`): one data set (`cub`, `cars`, `sop`), optionally `smoke` (seconds, on
+generated fixtures). No published AML number exists for any row (`../shared/papers/aml.md` (f)):
+
+  row    published R@1   compare with
+  cub    none            configs/cub.py:contrastive (64.7)
+  cars   none            configs/cars.py:contrastive (81.6)
+  sop    none            configs/sop.py:contrastive (74.9)
 
 The AML paper's deep setting could not be read (`../shared/papers/aml.md` (f): no table, no hyper-parameters), so
 this recipe is our design: the contrastive baseline of `configs/photos.py` (the Metrix code's ResNet-50 setting,
@@ -21,6 +26,8 @@ import ml_collections
 from metriclearn import config_util
 
 DATASETS = ("cub", "cars", "sop")
+RECIPE_ARGS = {"cub": "CUB-200-2011", "cars": "Cars196", "sop": "Stanford Online Products",
+               "smoke": "a few steps on generated fixtures, for tests"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -4,8 +4,14 @@ r"""APFS (`metriclearn/methods/apfs.py`) on CUB-200-2011, Cars196 and SOP.
       --config.dataset.data_dir=~/data/Stanford_Online_Products \
       --config.model.pretrained=~/weights/bn_inception-239d2248.pth
 
-`configs/{cub,cars,sop}_apfs.py` are this file with the data set fixed. Arguments (comma-separated): one data set
-(`cub`, `cars`, `sop`), optionally `no_mining` (random classes per batch instead of hard class mining) and `smoke`.
+Arguments (comma-separated; `RECIPE_ARGS`): one data set (`cub`, `cars`, `sop`), optionally `no_mining` (random
+classes per batch instead of hard class mining) and `smoke`. No published APFS number exists for any row
+(`../shared/papers/apfs.md` (f)):
+
+  row    published R@1   compare with
+  cub    none            this recipe under --config.method.name=baseline, or configs/cub.py:ms
+  cars   none            likewise, configs/cars.py:ms
+  sop    none            likewise, configs/sop.py:ms
 
 The APFS paper's training setting is unknown (`../shared/papers/apfs.md` (e): every value "[?]"; (f): no published
 number). This recipe takes the closest surviving settings, the authors' later framework's "conventional" protocol
@@ -27,6 +33,9 @@ from metriclearn import optim
 
 DATASETS = ("cub", "cars", "sop")
 EPOCHS = 60
+RECIPE_ARGS = {"cub": "CUB-200-2011", "cars": "Cars196", "sop": "Stanford Online Products",
+               "no_mining": "random classes per batch (the authors' PROFS sampler) instead of hard class mining",
+               "smoke": "a few steps on generated fixtures, for tests"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                clip_value=10.0, schedule="constant"))
   glyphs_apfs = config_util.sibling_config(__file__, "glyphs_apfs.py", "no_mining" if "no_mining" in parts else None)
   config.method = glyphs_apfs.method
-  config.method.kwargs.representative_lifetime = None  # T = one epoch of batches, resolved from the training split
+  # T stays the recipe's unset int placeholder: one epoch of batches, resolved from the training split.
   if "smoke" in parts:
     photos.shrink_for_smoke(config)
     config.method.kwargs.representative_lifetime = 1  # stage 1 (mined, proximal) starts at step 1

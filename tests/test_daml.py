@@ -8,6 +8,7 @@ the optimizer's phase handling; one compilation per phase; the samplers; a smoke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -410,9 +411,13 @@ def _load_config(name: str, arg: str):
 
 def test_glyphs_daml_config_arguments():
   for variant, loss in VARIANT_OF.items():
-    config = _load_config(f"glyphs_daml_{variant}", "")
+    config = _load_config("glyphs_daml", variant)
     assert config.loss.name == loss and config.method.name == "daml"
     assert config.method.kwargs.lambda_m == 50.0 and config.method.kwargs.pretrain_steps == 120
+    assert set(config.method.kwargs) == {field.name for field in dataclasses.fields(daml.DAMLOptions)}
+    recommended = _load_config("glyphs_daml", f"{variant},recommended")
+    assert recommended.method.kwargs.lambda_m == 1.0 and recommended.method.kwargs.j_gen_backbone_factor == 0.0
+    assert recommended.model.kwargs.normalize == (loss != "lifted_structure")
     code = _load_config("glyphs_daml", f"{variant},code")
     assert code.method.kwargs.lambda_m == 1.0 and code.method.kwargs.generator_space == "embeddings"
     assert dict(code.optimizer.lr_multipliers) == dict(daml.CODE_LR_MULTIPLIERS)
@@ -427,7 +432,7 @@ def glyphs_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_OF))
 def test_glyphs_daml_smoke_run(variant, glyphs_dir, tmp_path):
-  config = _load_config(f"glyphs_daml_{variant}", "smoke")
+  config = _load_config("glyphs_daml", f"{variant},smoke")
   config.dataset.data_dir = glyphs_dir
   config.dataset.kwargs = dict(images_per_class=4, max_classes=40)
   config.num_steps = 2  # one pre-training step, one joint step
@@ -437,3 +442,71 @@ def test_glyphs_daml_smoke_run(variant, glyphs_dir, tmp_path):
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["num_steps"] == 2 and np.isfinite(results["final_loss"])
   assert 0.0 <= results["recall@1"] <= 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The named J_m options (issue 16): reducers, triplet negatives, N-pair scale, Sohn's penalty, J_gen's factor.
+
+
+def test_contrastive_reducers_hand_computed():
+  anchor, positive = _a([[0.0, 0.0], [2.0, 0.0]]), _a([[1.0, 0.0], [2.0, 2.0]])  # D² = 1, 4
+  negatives = _a([[[0.0, 0.5], [0.0, 3.0]], [[2.0, 3.0], [2.0, 0.5]]])  # D² = 0.25, 9 | 9, 0.25
+  # Hinges [2 − D²]₊ of the negatives: 1.75, 0 | 0, 1.75.
+  value = lambda reducer: float(daml_losses.j_m_contrastive(anchor, positive, negatives, margin=2.0, reducer=reducer))
+  assert value("pooled_mean") == pytest.approx((1 + 4 + 1.75 + 1.75) / 6)  # eq. 8's sum over the 6 pairs / 6
+  assert value("mean") == pytest.approx((1 + 4) / 2 + 3.5 / 4)
+  assert value("mean_nonzero") == pytest.approx((1 + 4) / 2 + 3.5 / 2)
+  with pytest.raises(ValueError, match="pooled_mean"):
+    value("sum")
+
+
+def test_npair_scale_and_l2_penalty():
+  anchor, positive = _a([[1.0, 0.0]]), _a([[0.8, 0.6]])
+  negatives = _a([[[-1.0, 0.0], [0.6, 0.8]]])
+  for scale in (1.0, 16.0):
+    expected = math.log(1 + math.exp(scale * (-1.0 - 0.8)) + math.exp(scale * (0.6 - 0.8)))
+    value = daml_losses.j_m_npair(anchor, positive, negatives, margin=1.0, scale=scale)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+  # ¼(mean‖f_a‖² + mean‖f_p‖²) with norms² 4 and 1 (anchors) and 9 and 0 (positives).
+  penalty = daml_losses.embedding_l2_penalty(_a([[2.0, 0.0], [0.0, 1.0]]), _a([[3.0, 0.0], [0.0, 0.0]]))
+  assert float(penalty) == pytest.approx(0.25 * (2.5 + 4.5))
+
+
+def test_triplet_batch_negatives_are_every_other_class():
+  index = daml.negative_index("triplets", 3, None, "batch")
+  # Anchor t's negatives: every row of the 9-row batch but 3t and 3t + 1 (its own negative 3t + 2 included).
+  np.testing.assert_array_equal(index, [[2, 3, 4, 5, 6, 7, 8], [0, 1, 2, 5, 6, 7, 8], [0, 1, 2, 3, 4, 5, 8]])
+  method, params, batch_stats, batch = _setup("triplet", batch_size=9, triplet_negatives="batch",
+                                              triplet_reducer="mean_nonzero")
+  loss, _ = method.objective(params, batch_stats, batch, "pretrain")
+  # The reference: J_m on the same training-mode embeddings (BatchNorm on batch statistics, as the objective).
+  model_params = {key: value for key, value in params.items() if key != "generator"}
+  out, _ = method.model.apply({"params": model_params, "batch_stats": batch_stats}, batch["image"], train=True,
+                              mutable=["batch_stats"])
+  expected = daml_losses.j_m_triplet(out[0::3], out[1::3], out[index], margin=1.0, reducer="mean_nonzero")
+  assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_j_gen_backbone_factor_scales_only_the_generator_path_into_the_embedder():
+  _, params, batch_stats, batch = _setup("npair")
+  grads = {}
+  for factor in (0.0, 0.5, 1.0):
+    grads[factor], terms = _grads("npair", params, batch_stats, batch, **ROUTING_CASE, j_gen_backbone_factor=factor)
+    assert float(terms["j_adv"]) > 0
+  # The generator's gradient and the loss do not depend on the factor (the damping is value-preserving).
+  assert _close(grads[0.0]["generator"], grads[1.0]["generator"])
+  # The embedder's gradient is linear in the factor: g(½) = ½(g(0) + g(1)), and g(0) ≠ g(1).
+  model = lambda g: {k: v for k, v in g.items() if k != "generator"}  # noqa: E731
+  half = jax.tree.map(lambda a, b: 0.5 * (a + b), model(grads[0.0]), model(grads[1.0]))
+  assert _close(model(grads[0.5]), half)
+  diff = jax.tree.map(jnp.subtract, model(grads[0.0]), model(grads[1.0]))
+  assert _norm(diff) > 1e-3 * _norm(model(grads[1.0]))
+
+
+def test_cont_diagnostic_compares_with_the_real_positive():
+  """`synthetic_harder_than_positive` for cont: the share of synthetic negatives nearer the anchor than its real
+  positive (J_adv's slot holds the anchor itself, which nothing can beat, so that comparison was always 0)."""
+  method, params, batch_stats, batch = _setup("contrastive", margin=4.0)
+  _, (_, terms) = method.objective(params, batch_stats, batch, "joint")
+  value = float(terms["synthetic_harder_than_positive"])
+  assert 0.0 < value <= 1.0

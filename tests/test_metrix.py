@@ -428,3 +428,29 @@ def test_smoke_run_writes_utilization(tmp_path):
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
   assert any("test/utilization" in r for r in records) and any("mixed_loss" in r for r in records)
+
+
+def test_hardest_negatives_are_ranked_on_unit_embeddings():
+  """With an unnormalised model the T hardest negatives are ranked by the distance of the unit embeddings the losses
+  and the mixing use, so the loss equals that of the normalising model on the same inputs."""
+  rng = np.random.default_rng(3)
+  x = unit_inputs(3) * jnp.asarray(rng.uniform(0.2, 5.0, size=(len(LABELS), 1)), jnp.float32)
+  unit = np.asarray(x) / np.linalg.norm(np.asarray(x), axis=1, keepdims=True)
+  negative = LABELS[:, None] != LABELS[None, :]
+
+  def hardest(v):
+    return np.where(negative, np.linalg.norm(v[:, None] - v[None], axis=-1), np.inf).argmin(axis=1)
+
+  assert np.any(hardest(np.asarray(x)) != hardest(unit))  # raw distances would pick other negatives here
+  losses = []
+  for normalize in (True, False):
+    config = make_config("embed", "multi_similarity", MS_KWARGS, negatives_per_anchor="1", first_positive_only=False)
+    model = models.create_model("mlp", embedding_dim=DIM, hidden_dims=(), batchnorm=False, normalize=normalize)
+    method = Metrix(config, model, 6)
+    params, batch_stats, _ = method.init(jax.random.key(0), jnp.zeros((2, DIM)))
+    params["head"]["out"]["kernel"] = jnp.eye(DIM)
+    loss, (_, metrics) = method.loss(params, batch_stats, {"image": x, "label": jnp.asarray(LABELS)},
+                                     jax.random.key(1), mix_lambda=0.7, use_positive_negative=True)
+    losses.append((float(loss), float(metrics["mixed_loss"])))
+  # Same unit vectors up to one rounding of the normalisation: float32 agreement to a few ulps of the O(1) loss.
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

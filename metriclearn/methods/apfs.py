@@ -34,6 +34,13 @@ Unverified (spec (e), (g); the recommendations of (h), all configurable through 
 steps per epoch ⌊N / batch_size⌋; λ = 2e-4 [F] with λ = 0 in stage 0 [F]; the explicit coupled proximal gradient [F];
 θ_anchor = the weights at the stage boundary (PROFS-like fixed T, not CCP's best-on-validation); the mining rule.
 
+Measured on glyphs (seed 0, 600 steps, `configs/glyphs_apfs.py` against `configs/glyphs.py`; issue 16): APFS trails
+its baseline by ≈ 0.06 R@1. The measured cause is the pair count: with P × M = 32 × 4 the restricted loss sees
+96 sample anchors × (1 positive + 31 negative representatives) per step, the baseline 128 anchors × (3 + 124) pairs,
+4–5× more; the gap halves at twice the steps. The proximal term is inert at λ = 2e-4: λ(θ − θ_anchor) is about 1e-4
+of the loss gradient, so `proximal_weight` is exposed for sweeps
+(the framework's workable range [1e-5, 1e-1], [F]) rather than trusted at its [F] default.
+
 Departure: the class plan of stage k is mined in `host_update` of the *last step of stage k−1*, i.e. with the
 weights one step before the boundary, so that the loader (which prefetches batches in a thread, and which the
 training program reads before calling `host_update`) can build the first batch of stage k without waiting for a step
@@ -85,15 +92,17 @@ class APFSOptions:
   """`config.method.kwargs` of APFS. The batch shape P × M comes from `config.sampler` (m_per_class, `m` = M).
 
   Attributes:
-    representative_lifetime: T, steps per representative set (stage). None: ⌊N / batch_size⌋, the steps per epoch,
-      so stage ends align with epoch ends as in [L] (unverified; sweep {25, 50, 100, 250}).
+    representative_lifetime: T, steps per representative set (stage). None (recipes: an unset int placeholder,
+      `--config.method.kwargs.representative_lifetime=50` sets it): ⌊N / batch_size⌋, the steps per epoch, so stage
+      ends align with epoch ends as in [L] (unverified; sweep {25, 50, 100, 250}).
     class_selection: "hard" (mining [I]) or "random" (the m-per-class class stream, [L]).
     pair_restriction: "restricted" ((sample, representative) pairs, [L]) or "full" (every pair; ablation).
     anchors: "samples" (rows are the P(M−1) samples, [F] default) or "representatives" (rows are the P
       representatives).
     representative_pairs: with `anchors="representatives"`, also the (representative, representative) pairs
       ([L]'s `use_intra_proxy_pairs`).
-    proximal_weight: λ of (λ/2)‖θ − θ_anchor‖² from stage 1 on (stage 0: 0) [F]; 0 turns the term off.
+    proximal_weight: λ of (λ/2)‖θ − θ_anchor‖² from stage 1 on (stage 0: 0) [F]; 0 turns the term off. At the
+      [F] value 2e-4 the term is ~1e-4 of the loss gradient on glyphs (inert); [F]'s workable range is [1e-5, 1e-1].
     proximal_include_batchnorm: also pull BatchNorm scale/shift towards the anchor.
     proximal_exclude: regular expression (matched at the start of paths like `head/out/kernel`) of further
       parameters without the proximal term ("" = none).

@@ -10,8 +10,14 @@ its positive in column 0 and its *own* negatives in columns 1..K (anchor-specifi
 hold different points for different rows. Lifted structure also needs the anchors among the columns (its pooled
 negatives of a positive are read from the positive's row).
 
-Departure: sums over tuples (eqs. 6, 8, 9) are means, as the released code: a batch-size-free scale, so λ keeps its
-meaning across batch sizes (with the code's batch of 40 triplets, λ·Σ would be 40× λ·mean).
+Departure: sums over tuples (eqs. 6, 9) are means over the tuples, as the released code: for a fixed batch layout
+a constant scale, so λ keeps its meaning across batch sizes (with the code's batch of 40 triplets, λ·Σ would be
+40× λ·mean). The contrastive J_m (eq. 8) has three reducers (`CONTRASTIVE_REDUCERS`): "pooled_mean" is eq. 8's sum
+divided by the number of pairs (a constant scale again); "mean" averages the positive and the negative part
+separately over all their pairs, which is *not* a scale of eq. 8 (with C = 64 classes each of the 63 negatives of an
+anchor weighs 1/63 of its positive); "mean_nonzero" averages each part over its non-zero terms (PML's AvgNonZero,
+`losses.contrastive`'s default). Measured (glyphs, seed 0, 600 steps, J_m without the generator): "mean" 0.43 R@1,
+eq. 8's sum 0.59, "mean_nonzero" 0.775.
 Departure: the triplet J_m with the paper's reduction (mean over *all* tuples, eq. 9) is not
 `losses.triplet_from_matrix`, which averages only the violating triplets (PML's AvgNonZero). `reducer="mean"`
 (default) is the small pure function below; `reducer="mean_nonzero"` is the shared matrix form on the same matrix.
@@ -26,6 +32,7 @@ from metriclearn import distances
 from metriclearn import losses
 
 TRIPLET_REDUCERS = ("mean", "mean_nonzero")
+CONTRASTIVE_REDUCERS = ("pooled_mean", "mean", "mean_nonzero")
 
 
 def _check_tuples(anchor: jax.Array, positive: jax.Array, negatives: jax.Array) -> None:
@@ -131,15 +138,26 @@ def j_adv(anchor: jax.Array, positive: jax.Array, synthetic: jax.Array, *, margi
 # J_m (eqs. 8–12) with the negatives of each anchor as its own columns.
 
 
-def j_m_contrastive(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, margin: float) -> jax.Array:
-  """DAML (cont), eq. (8): mean_pos D(x⁺, x)² + mean_neg [γ − D(x̃⁻, x)²]₊.
+def j_m_contrastive(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, margin: float,
+                    reducer: str = "pooled_mean") -> jax.Array:
+  """DAML (cont), eq. (8): Σ_pos D(x⁺, x)² + Σ_neg [γ − D(x̃⁻, x)²]₊, reduced by `reducer`.
 
-  `losses.contrastive_from_matrix` on squared distances with pos_margin 0, neg_margin γ and reducer "mean"
-  (each part averaged over its pairs). The standard hinge sign [γ − D²]₊: the extraction's [D² − γ]₊ would pull
-  negatives in (daml.md (c), (g8)).
+  Args:
+    anchor, positive: `[A, d]`; negatives: `[A, K, d]`.
+    margin: γ (the negative hinge; the positive margin is 0).
+    reducer: one of `CONTRASTIVE_REDUCERS` (module docstring): "pooled_mean" (eq. 8's sum over the A + A·K pairs
+      divided by their number), "mean" (each part's mean over its pairs) or "mean_nonzero" (each part's mean over its
+      non-zero terms; `losses.contrastive_from_matrix`'s default).
+
+  The standard hinge sign [γ − D²]₊: the extraction's [D² − γ]₊ would pull negatives in (daml.md (c), (g8)).
   """
   s, y, valid = anchor_matrices(anchor, positive, negatives, metric="squared_euclidean")
-  return losses.contrastive_from_matrix(s, y, valid, pos_margin=0.0, neg_margin=margin, reducer="mean")
+  if reducer == "pooled_mean":
+    terms = y * s + (1.0 - y) * jax.nn.relu(margin - s)
+    return jnp.mean(terms)
+  if reducer in ("mean", "mean_nonzero"):
+    return losses.contrastive_from_matrix(s, y, valid, pos_margin=0.0, neg_margin=margin, reducer=reducer)
+  raise ValueError(f"unknown contrastive reducer {reducer!r}; valid: {', '.join(CONTRASTIVE_REDUCERS)}")
 
 
 def j_m_triplet(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, margin: float,
@@ -184,15 +202,30 @@ def j_m_lifted(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, 
   return losses.lifted_structure_from_matrix(s, y, valid, neg_margin=margin, pos_margin=0.0)
 
 
-def j_m_npair(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, margin: float) -> jax.Array:
-  """DAML (N-pair), eq. (12): mean_c log(1 + Σ_k exp(D(x_c, x̃_{c,k}) − D(x_c, x_c⁺))), D the inner product.
+def j_m_npair(anchor: jax.Array, positive: jax.Array, negatives: jax.Array, *, margin: float,
+              scale: float = 1.0) -> jax.Array:
+  """DAML (N-pair), eq. (12): mean_c log(1 + Σ_k exp(s·(D(x_c, x̃_{c,k}) − D(x_c, x_c⁺)))), D the inner product.
 
-  `losses.npair_from_matrix` on `[A, 1 + K]` inner products (column 0 the positive). `margin` is unused (eq. 12 has
-  none); it is accepted so that every J_m has one signature.
+  `losses.npair_from_matrix` on `[A, 1 + K]` inner products (column 0 the positive) times `scale` s. Eq. 12 has
+  s = 1 on unnormalised embeddings (Sohn 2016 trains them with an L2 penalty on ‖f‖², `embedding_l2_penalty` of
+  `DAMLOptions`). On unit embeddings the inner products lie in [−1, 1], so with s = 1 the loss cannot fall below
+  log(1 + K·e⁻²) (≈ 2.26 for K = 63); s = 16 lifts that floor (measured on glyphs: s = 1 0.47 R@1, s = 16 0.76,
+  unnormalised with the L2 penalty 0.66). `margin` is unused (eq. 12 has none); it is accepted so that every J_m has
+  one signature.
   """
   del margin
   s, y, valid = anchor_matrices(anchor, positive, negatives, metric="dot")
-  return losses.npair_from_matrix(s, y, valid)
+  return losses.npair_from_matrix(scale * s, y, valid)
+
+
+def embedding_l2_penalty(anchor: jax.Array, positive: jax.Array) -> jax.Array:
+  """Sohn (2016)'s penalty on the embedding norms as TF's `npairs_loss` writes it: ¼(mean‖f_a‖² + mean‖f_p‖²).
+
+  Multiplied by `DAMLOptions.embedding_l2_penalty` (TF's `reg_lambda` default 0.002); meaningful only for embeddings
+  that are not L2-normalised (`config.model.kwargs.normalize=False`).
+  """
+  return 0.25 * (jnp.mean(jnp.sum(jnp.square(anchor.astype(jnp.float32)), axis=-1))
+                 + jnp.mean(jnp.sum(jnp.square(positive.astype(jnp.float32)), axis=-1)))
 
 
 # J_m by the name of the registered loss it extends (config.loss.name).

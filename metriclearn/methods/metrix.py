@@ -367,13 +367,15 @@ class Metrix:
     has_positive = jnp.any((labels[:, None] == labels[None, :]) & ~jnp.eye(labels.shape[0], dtype=bool), axis=1)
     row_active = active_rows(has_positive, use_positive_negative if options.branches == "coin" else None,
                              fallback=options.fallback_to_other_branch)
-    clean_distance = distances.pairwise_euclidean(embeddings) if self.negatives_per_anchor else None
+    # The hardest negatives are ranked on the unit embeddings the losses and the mixing see (with an unnormalised
+    # model, raw distances would rank by norm as well as by angle).
+    unit = distances.l2_normalize(embeddings).astype(jnp.float32)
+    clean_distance = distances.pairwise_euclidean(unit) if self.negatives_per_anchor else None
     slots = mixing_slots(labels, clean_distance, row_active, max_positives=self.max_positives,
                          first_positive_only=self.first_positive_only,
                          negatives_per_anchor=self.negatives_per_anchor, source_is_row=proxy_anchor)
     first = slots.first[:, :slots.num_distinct]
 
-    unit = distances.l2_normalize(embeddings).astype(jnp.float32)
     if proxy_anchor:
       proxies = distances.l2_normalize(params["loss"]["proxies"]).astype(jnp.float32)
       if options.space == "embed":
