@@ -1,7 +1,7 @@
 """Step time of DAML (`metriclearn/methods/daml.py`) next to the baseline step: same model, same batch, same run.
 
 Every step is the jitted `train_step` the training program runs, on the small CNN of `configs/glyphs.py` with the
-batch of each `configs/glyphs_daml_<variant>.py` (126 = 42 triplets for `tri`, 128 = 64 pairs otherwise) of random
+batch of each `configs/glyphs_daml.py:<variant>` (126 = 42 triplets for `tri`, 128 = 64 pairs otherwise) of random
 32×32 images. Per variant: the baseline method (`configs/glyphs.py`: multi-similarity) on that batch, DAML's
 pre-training step (the variant's J_m on observed negatives) and its joint step (generator + J_gen + λ·J_m, one
 `value_and_grad`). The steps run in turn, round after round, so all see the same load from other jobs; each figure is
