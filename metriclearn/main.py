@@ -1,5 +1,8 @@
 r"""Command line: `python -m metriclearn.main --config=configs/glyphs.py --workdir=/tmp/run [--config.key=value ...]`.
 
+`--overrides=FILE` applies a JSON object of config overrides (a sweep's `best.json`, `metriclearn.sweep`) after the
+config file and before the `--config.key=value` flags, which win.
+
 Parses flags, starts JAX's distributed runtime when asked, and calls `train.train_and_evaluate(config, workdir)`;
 nothing else (as the flax examples).
 
@@ -24,6 +27,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from metriclearn import search_space
 from metriclearn import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training recipe: configs/<name>.py[:arg].",
@@ -32,6 +36,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
                                "a run on a non-empty workdir resumes from its latest checkpoint. Multi-host: one "
                                "directory that every host reaches under this path (a shared filesystem).")
 flags.mark_flags_as_required(["config", "workdir"])
+_OVERRIDES = flags.DEFINE_string(
+    "overrides", None, "A JSON file of config overrides, {\"optimizer.learning_rate\": 0.001, ...} (a sweep's "
+    "best.json): applied after the config file; --config.key=value flags still win over it.")
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host: call jax.distributed.initialize() before any JAX computation. With no other "
@@ -65,7 +72,16 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO; --verbosity=0 shows it
   initialize_distributed()
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train.train_and_evaluate(config_with_overrides(), _WORKDIR.value)
+
+
+def config_with_overrides():
+  """The recipe, then `--overrides` (if given), then the `--config.` flags again so that the command line wins."""
+  config = _CONFIG.value
+  if _OVERRIDES.value:
+    config = search_space.apply_overrides(config, search_space.load_overrides(_OVERRIDES.value))
+    config = search_space.apply_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
+  return config
 
 
 if __name__ == "__main__":
