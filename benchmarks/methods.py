@@ -81,6 +81,7 @@ def slug(spec: str) -> str:
 
 def _run(command: list[str], log_path: str) -> None:
   start = time.time()
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "a") as log:
     process = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
   if process.returncode:
@@ -94,7 +95,7 @@ def sweep(spec: str, directory: str, args) -> dict:
              f"--trials={args.trials}", *_step_flags(args)]
   if args.folds:
     command.append(f"--config.sweep.folds={args.folds}")
-  _run(command, os.path.join(directory + ".log"))
+  _run(command, directory + ".log")
   with open(os.path.join(directory, "best.json")) as f:
     return json.load(f)
 

@@ -298,7 +298,7 @@ def run(config, workdir: str, *, trials: int, storage: str | None = None, study_
                         "from a live one: see --retry_running)", running)
         break
       logging.warning("%d of %d trials finished, %d running elsewhere: waiting for them", finished, trials, running)
-      time.sleep(heartbeat_s)
+      time.sleep(min(heartbeat_s, 10))
       continue
     current.clear()
     try:
