@@ -46,6 +46,7 @@ import time
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run as a script from a checkout: `python benchmarks/methods.py`
@@ -174,6 +175,7 @@ def plot(rows: dict, path: str) -> None:
     ax.set_yticks(range(len(names)), names if i == 0 else [""] * len(names))
     ax.invert_yaxis()
     ax.set_xlabel(f"Δ test {label} (method − baseline), 95 % CI")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -282,7 +282,7 @@ def run(config, workdir: str, *, trials: int, storage: str | None = None, study_
       retry(study, _frozen(study, trial.number))
   current: dict = {}
   objective = make_objective(config, workdir, trials, study, current)
-  heartbeat = isinstance(study._storage, optuna.storages.RDBStorage)  # pylint: disable=protected-access
+  heartbeat = not (storage or "").startswith("journal:")  # RDB storages record heartbeats (make_storage)
   while True:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -377,7 +377,7 @@ def _save_axes(ax, path: str) -> None:
   figure = ax.figure
   figure.set_size_inches(7, 4.5)
   figure.tight_layout()
-  _write_atomically(path, lambda p: figure.savefig(p, dpi=110, format="png"))
+  _write_atomically(path, lambda p: figure.savefig(p, dpi=110, format="png", bbox_inches="tight"))
   pyplot.close(figure)
 
 
