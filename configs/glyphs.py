@@ -8,6 +8,7 @@ r"""The embedded default: a small CNN with multi-similarity on `glyphs` (unseen 
 import ml_collections
 
 from metriclearn import optim
+from metriclearn import search_space
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -39,6 +40,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = dict(batch_size=512, ks=(1, 2, 4, 8), metric="cosine", clustering=True, baselines=True, plots=True,
                      utilization=False)
 
+  # What `python -m metriclearn.sweep` searches (format: metriclearn/search_space.py): the learning rate and the
+  # margins / scales of whichever loss the recipe (or one built on it) trains with, over the same ranges in every
+  # recipe; the mean validation MAP@R over 4 class-disjoint folds of the train classes is the objective.
+  config.sweep = search_space.sweep_config(shared="learning_rate,loss", num_folds=4, folds=4)
+
   if arg == "smoke":
     config.num_steps = 4
     config.batch_size = 32
@@ -47,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every = 2
     config.dataset.kwargs = dict(images_per_class=6)
     config.eval.batch_size = 256
+    config.sweep.num_folds = 2
+    config.sweep.folds = 2
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
   return config

@@ -6,6 +6,9 @@ families; a user error (a misspelt `--config.KEY`, a missing file, a bad name or
 exit status 2 instead of a traceback (`--verbose` or METRICLEARN_TRACEBACK=1 shows it); Ctrl-C / SIGTERM as one line
 after the checkpoint of the current step is saved (exit 130 / 143; `metriclearn/interrupt.py`).
 
+`--overrides=FILE` applies a JSON object of config overrides (a sweep's `best.json`, `metriclearn.sweep`) after the
+config file and before the `--config.key=value` flags, which win.
+
 Multi-host (DESIGN §7; recipes in `launch/`): every host runs the same command with `--distributed`, and
 `jax.distributed.initialize()` finds the coordinator, the number of processes and this process's id itself on a
 Cloud TPU VM pod, under SLURM (`srun`), Open MPI and Kubernetes. Elsewhere (or to override what it detects) name them:
@@ -37,6 +40,7 @@ from metriclearn import config_util
 from metriclearn import interrupt
 from metriclearn import methods
 from metriclearn import recipes
+from metriclearn import search_space
 from metriclearn import train
 from metriclearn.data import splits
 
@@ -46,6 +50,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
                                "a run on a non-empty workdir resumes from its latest checkpoint. Multi-host: one "
                                "directory that every host reaches under this path (a shared filesystem).")
 flags.mark_flags_as_required(["config", "workdir"])
+_OVERRIDES = flags.DEFINE_string(
+    "overrides", None, "A JSON file of config overrides, {\"optimizer.learning_rate\": 0.001, ...} (a sweep's "
+    "best.json): applied after the config file; --config.key=value flags still win over it.")
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host: call jax.distributed.initialize() before any JAX computation. With no other "
@@ -83,7 +90,7 @@ def main(argv):
   verbose = _VERBOSE.value or _traceback_requested()
   try:
     initialize_distributed()
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config_with_overrides(), _WORKDIR.value)
   except interrupt.Interrupted as stopped:
     print(stopped, file=sys.stderr)
     sys.exit(stopped.exit_code)
@@ -232,6 +239,15 @@ def parse_flags(argv):
 
 def run() -> None:
   app.run(main, flags_parser=parse_flags)
+
+
+def config_with_overrides():
+  """The recipe, then `--overrides` (if given), then the `--config.` flags again so that the command line wins."""
+  config = _CONFIG.value
+  if _OVERRIDES.value:
+    config = search_space.apply_overrides(config, search_space.load_overrides(_OVERRIDES.value))
+    config = search_space.apply_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
+  return config
 
 
 if __name__ == "__main__":

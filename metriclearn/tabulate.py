@@ -58,6 +58,15 @@ def format_groups(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS) -> str
   return "\n".join(lines)
 
 
+def paired_stats(ours, theirs) -> dict[str, float]:
+  """`ours − theirs` over paired runs: `summarize` of the differences and the paired t-test's p-value (NaN when the
+  differences do not vary)."""
+  ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+  s = summarize(ours - theirs)
+  s["p"] = float(stats.ttest_rel(ours, theirs).pvalue) if s["n"] > 1 and s["std"] > 0 else float("nan")
+  return s
+
+
 def paired_differences(groups: dict[str, list[dict]], baseline: str, metrics=DEFAULT_METRICS) -> str:
   """Per group: method − baseline over the seeds both groups ran, mean ± std [95 % CI] (paired t-test p)."""
   if baseline not in groups:
@@ -75,10 +84,8 @@ def paired_differences(groups: dict[str, list[dict]], baseline: str, metrics=DEF
       if len(both) < 2:
         cells.append(f"{'—':>36s}")
         continue
-      ours, theirs = np.asarray(both, dtype=np.float64).T
-      s = summarize(ours - theirs)
-      p_value = float(stats.ttest_rel(ours, theirs).pvalue) if s["std"] > 0 else float("nan")
-      cells.append(f"{s['mean']:+.4f} ± {s['std']:.4f} [±{s['ci95']:.4f}] ({p_value:.2f})".rjust(36))
+      s = paired_stats(*np.asarray(both, dtype=np.float64).T)
+      cells.append(f"{s['mean']:+.4f} ± {s['std']:.4f} [±{s['ci95']:.4f}] ({s['p']:.2f})".rjust(36))
     lines.append(f"{name:28s} {len(pairs):3d} " + " ".join(cells))
   return "\n".join(lines)
 

@@ -64,9 +64,9 @@ from metriclearn.state import TrainState
 # Keys every recipe shares (DESIGN §8); a config with any other top-level key is refused before any compute.
 CONFIG_KEYS = (
     "name", "seed", "num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "max_checkpoints",
-    "dataset", "sampler", "model", "loss", "method", "optimizer", "eval", "memory",
+    "dataset", "sampler", "model", "loss", "method", "optimizer", "eval", "memory", "sweep",
 )
-_OPTIONAL_SECTIONS = ("memory",)  # a recipe without this section runs without it
+_OPTIONAL_SECTIONS = ("memory", "sweep")  # a recipe without this section runs without it
 _COMPONENT_KEYS = {
     "dataset": ("name", "data_dir", "kwargs"),
     "sampler": ("name", "kwargs"),
@@ -75,6 +75,8 @@ _COMPONENT_KEYS = {
     "method": ("name", "kwargs"),
     "eval": ("batch_size", "ks", "metric", "clustering", "baselines", "plots", "utilization"),
     "memory": ("size", "warmup_steps"),  # cross-batch memory (Wang et al. 2020); `metriclearn.memory`
+    # What `metriclearn.sweep` searches (`metriclearn.search_space`); training ignores it.
+    "sweep": ("shared", "space", "num_folds", "folds", "sampler", "pruner", "seed"),
 }
 
 
@@ -382,8 +384,18 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str, *, step: int |
   return TrainedEmbedding(int(step), state.params, state.batch_stats, dataset, embed)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, evaluate_test: bool = True,
+                       on_evaluation: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
   """Trains the configured model in `workdir` (resuming from its latest checkpoint) and evaluates it.
+
+  Args:
+    config: the recipe.
+    workdir: checkpoints, logs, plots and results.json.
+    evaluate_test: False for model selection (`metriclearn.sweep`): the test split is never embedded or read (no
+      final test evaluation, no untrained / raw-pixel rows, no plots), and results.json holds the selected
+      checkpoint's validation metrics (`val/...`) only. Needs a validation split (`dataset.kwargs.val_fold`).
+    on_evaluation: called as `on_evaluation(step, {"val/map@r": ..., ...})` after every evaluation during training
+      (the split selected on as the key prefix); it may raise to stop the run (a sweep's pruner does).
 
   Returns:
     The contents of `workdir/results.json`: the trained embedding's test metrics at top level, `untrained` and
@@ -406,6 +418,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dataset, model, method, tx = built.dataset, built.model, built.method, built.tx
   sample_images, init_rng = built.sample_images, built.init_rng
   train_split, test_split = dataset.train, dataset.test
+  if not evaluate_test and dataset.val is None:
+    raise ValueError("evaluate_test=False selects the checkpoint on a validation split, and this config has none: "
+                     "set config.dataset.kwargs.val_fold (and num_folds) for the fair protocol")
   if hasattr(method, "make_sampler"):
     sampler = method.make_sampler(train_split.labels, config.batch_size, config.seed)
   else:
@@ -508,6 +523,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           best.save(step, state)
       if is_main_process:
         progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+      if on_evaluation is not None:
+        try:
+          on_evaluation(step, {f"{select_on}/{k}": v for k, v in results.items()})
+        except BaseException:  # stopped from outside (a pruned trial): release the loader thread and checkpointers
+          batches.close()
+          progress.close()
+          checkpointer.close()
+          if best is not None:
+            best.close()
+          writer.close()
+          stop.restore()
+          raise
     stopping = stop.requested() if step < config.num_steps else 0  # the last step goes on to the evaluation
     if step % config.checkpoint_every == 0 or step == config.num_steps or stopping:
       checkpointer.save(step, state)
@@ -530,6 +557,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 "val_fold": config.dataset.kwargs.get("val_fold"),
                 "num_folds": config.dataset.kwargs.get("num_folds", 4),
                 **{k: v for k, v in selected.items() if k.startswith("val/")}}
+  if not evaluate_test:
+    writer.close()
+    results = {**protocol, "test_evaluated": False, "final_loss": last_loss if start_step < config.num_steps
+               else _last_logged_loss(log), "num_steps": int(config.num_steps), "config_name": config.name,
+               "seed": int(config.seed), "wall_time_s": round(time.time() - start_time, 2)}
+    if is_main_process:
+      with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
   trained, test_embeddings = evaluate_split((state.params, state.batch_stats), "test",
                                             clustering=config.eval.clustering)
   if config.eval.utilization:
