@@ -111,7 +111,7 @@ def test_recipes_from_another_directory_finds_the_repository_configs(tmp_path):
     (["--config.model.pretrained=/nowhere/w.npz"], r"pretrained weights not found: /nowhere/w.npz.*"
                                                    r"--config.model.pretrained=/path/to/file"),
     (["--config.loss.name=not_a_loss"], r"unknown loss 'not_a_loss'.*'multi_similarity'"),
-    (["--config.sampler.kwargs.m=8"], r"fewer than M=8"),  # a data check: the smoke glyphs have 6 per class
+    (["--config.sampler.kwargs.m=5"], r"cannot hold P classes × M=5"),  # a data check: batch 32 is no multiple of 5
 ], ids=["misspelt_key", "key_in_the_wrong_section", "missing_weights", "unknown_loss", "data_check"])
 def test_user_error_is_one_line_and_leaves_nothing(cache_home, data_dir, tmp_path, args, expected):
   workdir = tmp_path / "run"
@@ -142,8 +142,8 @@ def test_traceback_on_request(cache_home, tmp_path):
 
 
 def test_failed_data_check_in_process_leaves_no_workdir(data_dir, tmp_path):
-  config = test_train._config(data_dir, **{"sampler.kwargs.m": 8})
-  with pytest.raises(ValueError, match="fewer than M=8"):
+  config = test_train._config(data_dir, **{"sampler.kwargs.m": 5})
+  with pytest.raises(ValueError, match="M=5"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
