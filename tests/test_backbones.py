@@ -446,7 +446,7 @@ def test_linear_layers_are_transposed_like_torch():
 
 
 def test_missing_file_says_what_to_download(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"resnet50-0676ba61\.pth.*model\.kwargs\.pretrained"):
+  with pytest.raises(FileNotFoundError, match=r"resnet50-0676ba61\.pth.*config\.model\.pretrained"):
     weights.read_state_dict(os.path.join(tmp_path, "nothing.pth"), "resnet50")
   path = os.path.join(tmp_path, "weights.h5")
   open(path, "wb").close()

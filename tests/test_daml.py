@@ -71,9 +71,13 @@ def test_j_adv_hand_computed():
 def test_j_m_contrastive_eq8_hand_computed():
   anchor, positive = _a([[0.0, 0.0], [2.0, 0.0]]), _a([[1.0, 0.0], [2.0, 2.0]])  # D² = 1, 4
   negatives = _a([[[0.0, 0.5]], [[2.0, 3.0]]])  # D² = 0.25, 9
-  # mean_pos D² + mean_neg [γ − D²]₊ = (1 + 4)/2 + ([2 − 0.25]₊ + [2 − 9]₊)/2.
+  # Eq. 8's sum over the 2 positive and 2 negative pairs, divided by the 4 pairs (the default, "pooled_mean"):
+  # (1 + 4 + [2 − 0.25]₊ + [2 − 9]₊) / 4.
   value = daml_losses.j_m_contrastive(anchor, positive, negatives, margin=2.0)
-  assert float(value) == pytest.approx(2.5 + 0.875)
+  assert float(value) == pytest.approx((1.0 + 4.0 + 1.75 + 0.0) / 4)
+  # "mean": mean_pos D² + mean_neg [γ − D²]₊ = (1 + 4)/2 + (1.75 + 0)/2.
+  mean = daml_losses.j_m_contrastive(anchor, positive, negatives, margin=2.0, reducer="mean")
+  assert float(mean) == pytest.approx(2.5 + 0.875)
 
 
 def test_j_m_triplet_eq9_hand_computed():
