@@ -37,6 +37,7 @@ of a rerun can be recomputed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -54,17 +55,30 @@ sys.path.insert(0, ROOT)  # run as a script from a checkout: `python benchmarks/
 from metriclearn import config_util  # noqa: E402
 from metriclearn import tabulate  # noqa: E402
 
-# The comparison: row name -> (method recipe, baseline recipe), each `configs/<file>.py[:arg]`. Every recipe is swept
-# with its own `config.sweep` (the shared keys over the same ranges). DAML's baseline (its J_m without the generator)
-# is a `--config.` override of its recipe, not a recipe of its own, so DAML is not in the table yet.
+# The comparison: row name -> (method recipe, baseline recipe), each `configs/<file>.py[:arg]`, all in the fair regime
+# (`:finetune`: configs/glyphs_finetune.py's pre-trained backbone, validation fold and checkpoint selection). Every
+# recipe is swept with its own `config.sweep`: the shared keys (learning rate, the loss's margins / scales) over the
+# same ranges, plus the method's own dimension where it has one (Metrix w, APFS λ, AML α, XBM warm-up). Metrix with
+# contrastive and AML compare with the same contrastive loss without the method; DAML with its J_m alone (the
+# "recommended" J_m, the strongest of each variant, so the paper and code presets face the strongest baseline).
+FINETUNE = "configs/glyphs_finetune.py"
+CONTRASTIVE = "configs/glyphs_aml.py:baseline,finetune"
 COMPARISONS = {
-    "metrix_embed": ("configs/glyphs_metrix.py:embed", "configs/glyphs.py"),
-    "metrix_feature": ("configs/glyphs_metrix.py:feature", "configs/glyphs.py"),
-    "metrix_input": ("configs/glyphs_metrix.py:input", "configs/glyphs.py"),
-    "apfs": ("configs/glyphs_apfs.py", "configs/glyphs.py"),
-    "apfs_no_mining": ("configs/glyphs_apfs.py:no_mining", "configs/glyphs.py"),
-    "xbm": ("configs/glyphs_xbm.py", "configs/glyphs.py"),
-    "aml": ("configs/glyphs_aml.py", "configs/glyphs_aml.py:baseline"),
+    "metrix_embed": ("configs/glyphs_metrix.py:embed,finetune", FINETUNE),
+    "metrix_feature": ("configs/glyphs_metrix.py:feature,finetune", FINETUNE),
+    "metrix_input": ("configs/glyphs_metrix.py:input,finetune", FINETUNE),
+    "metrix_embed_contrastive": ("configs/glyphs_metrix.py:embed,contrastive,finetune", CONTRASTIVE),
+    "metrix_feature_contrastive": ("configs/glyphs_metrix.py:feature,contrastive,finetune", CONTRASTIVE),
+    "metrix_input_contrastive": ("configs/glyphs_metrix.py:input,contrastive,finetune", CONTRASTIVE),
+    "apfs": ("configs/glyphs_apfs.py:finetune", FINETUNE),
+    "apfs_no_mining": ("configs/glyphs_apfs.py:no_mining,finetune", FINETUNE),
+    "aml": ("configs/glyphs_aml.py:finetune", CONTRASTIVE),
+    "xbm": ("configs/glyphs_xbm.py:finetune", FINETUNE),
+    "metrix_xbm": ("configs/glyphs_metrix.py:embed,finetune,xbm", FINETUNE),
+    "apfs_xbm": ("configs/glyphs_apfs.py:finetune,xbm", FINETUNE),
+    **{f"daml_{variant}_{preset}": (f"configs/glyphs_daml.py:{variant},{preset},finetune",
+                                    f"configs/glyphs_daml.py:{variant},recommended,no_generator,finetune")
+       for preset in ("recommended", "paper", "code") for variant in ("cont", "tri", "lifted", "npair")},
 }
 METRICS = (("map@r", "MAP@R"), ("recall@1", "R@1"))
 
@@ -105,8 +119,9 @@ def _step_flags(args) -> list[str]:
   return [f"--config.num_steps={args.steps}"] if args.steps else []
 
 
-def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args) -> list[str]:
-  """`--seeds` test runs of the best setting (see the module docstring); returns their results.json paths."""
+def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args, *, run: bool = True) -> list[str]:
+  """`--seeds` test runs of the best setting (see the module docstring); returns their results.json paths (with
+  `run=False`, only those that exist: nothing is trained)."""
   # The runs of one setting live together: a sweep resumed to more trials may find a better one, whose runs must not
   # be confused with the old ones.
   setting = json.dumps({"best": best, "steps": args.steps}, sort_keys=True)
@@ -116,15 +131,40 @@ def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args) -> li
     workdir = os.path.join(tuned, f"seed_{seed}")
     results = os.path.join(workdir, "results.json")
     if not os.path.exists(results):
+      if not run:
+        continue
       os.makedirs(workdir, exist_ok=True)
       overrides = os.path.join(workdir, "overrides.json")
       with open(overrides, "w") as f:
+        # Without the untrained / raw-pixel rows and the plots: they cost time and change no number of the table.
         json.dump({**best, "seed": seed, "dataset.kwargs.val_fold": seed % num_folds,
-                   "dataset.kwargs.num_folds": num_folds}, f, indent=2)
+                   "dataset.kwargs.num_folds": num_folds, "eval.baselines": False, "eval.plots": False}, f, indent=2)
       _run([sys.executable, "-m", "metriclearn.main", f"--config={spec}", f"--workdir={workdir}",
             f"--overrides={overrides}", *_step_flags(args)], workdir + ".log")
     paths.append(results)
   return paths
+
+
+def recipe(spec: str, workdir: str, args, *, run: bool = True) -> dict | None:
+  """One recipe's sweep, then its seed runs (`run=False`: what exists of them; None where its sweep has not ended
+  or no seed run has)."""
+  directory = os.path.join(workdir, slug(spec))
+  if run:
+    print(f"{spec}:", flush=True)
+    best = sweep(spec, os.path.join(directory, "sweep"), args)
+  else:
+    try:
+      with open(os.path.join(directory, "sweep", "best.json")) as f:
+        best = json.load(f)
+    except FileNotFoundError:
+      return None
+  num_folds = int(config_util.load_config(os.path.join(ROOT, spec)).sweep.num_folds)
+  runs = _load(seed_runs(spec, directory, best, num_folds, args, run=run))
+  if not runs:
+    return None
+  with open(os.path.join(directory, "sweep", "summary.json")) as f:
+    summary = json.load(f)
+  return {"best": best, "runs": runs, "summary": summary, "wall_s": float(np.mean([r["wall_time_s"] for r in runs]))}
 
 
 def _load(paths: list[str]) -> list[dict]:
@@ -191,6 +231,11 @@ def main(argv=None, comparisons=None):
   parser.add_argument("--steps", type=int, default=None, help="config.num_steps of every run (default: the recipe's)")
   parser.add_argument("--only", action="append", default=[], help=f"a row, repeatable; rows: {list(comparisons)}")
   parser.add_argument("--smoke", action="store_true", help="each recipe's :smoke variant (seconds a run, for tests)")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="recipes run in parallel (each its sweep, then its seeds); for a machine with many cores or "
+                           "an accelerator that several small runs share")
+  parser.add_argument("--report", action="store_true",
+                      help="train nothing: tabulate the finished seed runs in WORKDIR (e.g. of an interrupted run)")
   args = parser.parse_args(argv)
   unknown = sorted(set(args.only) - set(comparisons))
   if unknown:
@@ -201,29 +246,40 @@ def main(argv=None, comparisons=None):
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)
 
-  recipes = {}
-  for spec in dict.fromkeys(spec for pair in rows_wanted.values() for spec in pair):  # each recipe once, in order
-    print(f"{spec}:", flush=True)
-    directory = os.path.join(workdir, slug(spec))
-    best = sweep(spec, os.path.join(directory, "sweep"), args)
-    num_folds = int(config_util.load_config(os.path.join(ROOT, spec)).sweep.num_folds)
-    runs = _load(seed_runs(spec, directory, best, num_folds, args))
-    with open(os.path.join(directory, "sweep", "summary.json")) as f:
-      summary = json.load(f)
-    recipes[spec] = {"best": best, "runs": runs, "summary": summary,
-                     "wall_s": float(np.mean([r["wall_time_s"] for r in runs]))}
+  specs = list(dict.fromkeys(spec for pair in rows_wanted.values() for spec in pair))  # each recipe once, in order
+  run = not args.report
+  if args.jobs == 1:
+    recipes = {spec: recipe(spec, workdir, args, run=run) for spec in specs}
+  else:  # each recipe's pipeline (sweep, then seeds) in its own thread; the training runs are subprocesses
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+      futures = {spec: pool.submit(recipe, spec, workdir, args, run=run) for spec in specs}
+      recipes = {}
+      for spec, future in futures.items():
+        try:
+          recipes[spec] = future.result()
+        except SystemExit as failure:  # one recipe's failed run leaves the others' results standing
+          print(f"{spec}: {failure}", flush=True)
+          recipes[spec] = None
+  missing = [spec for spec, info in recipes.items() if info is None]
+  recipes = {spec: info for spec, info in recipes.items() if info is not None}
 
   rows = {}
   for name, (method, baseline) in rows_wanted.items():
+    if method not in recipes or baseline not in recipes:
+      continue
     ours = {r["seed"]: r for r in recipes[method]["runs"]}
     theirs = {r["seed"]: r for r in recipes[baseline]["runs"]}
     seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+      continue
     row = {"method": method, "baseline": baseline, "n": len(seeds)}
     for metric, _ in METRICS:
       row[metric] = tabulate.paired_stats([ours[s][metric] for s in seeds], [theirs[s][metric] for s in seeds])
       row["method_" + metric] = tabulate.summarize([ours[s][metric] for s in seeds])
       row["baseline_" + metric] = tabulate.summarize([theirs[s][metric] for s in seeds])
     rows[name] = row
+  if missing:
+    print(f"not (or not fully) run, left out of the table: {missing}", flush=True)
   table = markdown(rows, recipes, args)
   with open(os.path.join(workdir, "methods.md"), "w") as f:
     f.write(table)

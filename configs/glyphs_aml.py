@@ -17,22 +17,24 @@ import ml_collections
 
 from metriclearn import config_util
 
-
-def _base_config(arg):
-  return config_util.sibling_config(__file__, "glyphs.py", arg)
+RECIPE_ARGS = {
+    "baseline": "the comparison: the same contrastive loss and everything else, no adversarial pairs",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
+    "smoke": "a few steps on tiny data, for tests",
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [part for part in (arg or "").split(",") if part]
-  unknown = [part for part in parts if part not in ("baseline", "smoke")]
+  unknown = [part for part in parts if part not in RECIPE_ARGS]
   if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: 'baseline', 'smoke' (comma-separated)")
-  config = _base_config("smoke" if "smoke" in parts else None)
+    raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: {list(RECIPE_ARGS)} (comma-separated)")
+  config = config_util.glyph_base_config(__file__, parts)
   config.loss = dict(name="contrastive", kwargs=dict(pos_margin=0.0, neg_margin=0.5))
   if "baseline" in parts:
-    config.name = "glyphs_contrastive"
+    config.name = "glyphs_contrastive" + ("_finetune" if "finetune" in parts else "")
     return config
-  config.name = "glyphs_aml"
+  config.name = "glyphs_aml" + ("_finetune" if "finetune" in parts else "")
   config.method = dict(name="aml", kwargs=dict(
       alpha=0.3,                     # weight of L(Π) in the distinguishment stage
       beta=10.0,                     # closeness regulariser of the confusion stage
@@ -41,4 +43,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       confusion_learning_rate=0.01,  # × mean squared feature norm (β = 10 needs lr ≤ ~0.02 to stay stable)
       through_confusion=False,       # True: differentiate through the K confusion steps (bilevel)
   ))
+  # The method's own dimension in a sweep: the weight of the adversarial pairs' loss.
+  config.sweep.space.method = dict(kwargs=dict(alpha="uniform(0.05, 1.0)"))
   return config

@@ -20,17 +20,15 @@ import ml_collections
 
 from metriclearn import config_util
 
-ARGUMENTS = ("no_mining", "full_pairs", "no_proximal", "smoke")
+ARGUMENTS = ("no_mining", "full_pairs", "no_proximal", "finetune", "xbm", "smoke")
 RECIPE_ARGS = {
     "no_mining": "random classes per batch (the authors' PROFS sampler) instead of hard class mining",
     "full_pairs": "the base loss on every pair of the batch (reading (B)) instead of (sample, representative) pairs",
     "no_proximal": "lambda = 0: warm start only, no proximal term",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
+    "xbm": "with the cross-batch memory of configs/glyphs_xbm.py (the composition APFS + XBM)",
     "smoke": "a few steps on tiny data (T = 2, so stage 1 is mined), for tests",
 }
-
-
-def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
-  return config_util.sibling_config(__file__, "glyphs.py", arg)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   unknown = [part for part in parts if part not in ARGUMENTS]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: {list(ARGUMENTS)} (comma-separated)")
-  config = _baseline_config("smoke" if "smoke" in parts else None)
+  config = config_util.glyph_base_config(__file__, parts)
   config.name = "_".join(["glyphs_apfs"] + [part for part in parts if part != "smoke"])
   placeholder = ml_collections.config_dict.placeholder
   # Every APFSOptions key, so each can be set with --config.method.kwargs.<key>=... (T as a typed placeholder:
@@ -55,4 +53,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       augment_representatives=False,
       plan_wait_timeout_s=1800.0,
   ))
+  if "xbm" in parts:
+    config_util.sibling_module(__file__, "glyphs_xbm.py").add_memory(config, smoke="smoke" in parts)
+  # The method's own dimension in a sweep: the proximal weight λ (the paper's 2e-4 is inert here, apfs.py's
+  # docstring; the range reaches where the term is a visible share of the gradient).
+  if "no_proximal" not in parts:
+    config.sweep.space.method = dict(kwargs=dict(proximal_weight="loguniform(1e-5, 1e-1)"))
   return config

@@ -51,12 +51,11 @@ RECIPE_ARGS = {
     "paper": "preset (default): the paper's lambda1 = lambda2 = 1, lambda = 50, J_m as published",
     "code": "preset: the released Chainer code's (lambda = 1, metric head on the embedding, lr/1000 backbone)",
     "recommended": "preset: each J_m as strong as the library's loss of its family; lambda = 1, J_gen off the backbone",
+    "no_generator": "the comparison: J_m alone for the whole run (the paper's 'without DAML' row); same everything",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
     "smoke": "a few steps on tiny data, for tests",
 }
-
-
-def _baseline_config(arg):
-  return config_util.sibling_config(__file__, "glyphs.py", arg)
+EXTRA_ARGS = ("no_generator", "finetune")
 
 
 def method_kwargs(preset: str, num_steps: int) -> dict:
@@ -92,11 +91,12 @@ def parse(arg: str | None, extra: tuple[str, ...] = ()) -> tuple[str, str, list[
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, preset, parts = parse(arg)
+  variant, preset, parts = parse(arg, EXTRA_ARGS)
   smoke = "smoke" in parts
-  config = _baseline_config("smoke" if smoke else None)
+  config = config_util.glyph_base_config(__file__, parts)
   loss = VARIANTS[variant]
-  config.name = f"glyphs_daml_{variant}" + ("" if preset == "paper" else f"_{preset}")
+  config.name = "_".join([f"glyphs_daml_{variant}"] + ([] if preset == "paper" else [preset])
+                         + [part for part in parts if part in EXTRA_ARGS])
   config.loss = dict(name=loss, kwargs={})
   sampler_name, sampler_kwargs = daml.SAMPLER_OF_LAYOUT[daml.LAYOUTS[loss]]
   config.sampler = dict(name=sampler_name, kwargs=dict(sampler_kwargs))
@@ -108,4 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = dict(name="daml", kwargs=method_kwargs(preset, config.num_steps))
   if preset == "code":
     config.optimizer.lr_multipliers = daml.CODE_LR_MULTIPLIERS
+  if "no_generator" in parts:
+    config.method.kwargs.pretrain_steps = config.num_steps
+  # A sweep searches the learning rate and J_m's margin γ (DAML takes no config.loss.kwargs: its J_m has its own).
+  config.sweep.shared = "learning_rate"
+  config.sweep.space.method = dict(kwargs=dict(margin="uniform(0.2, 2.0)"))
   return config

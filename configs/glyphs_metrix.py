@@ -31,22 +31,32 @@ from metriclearn import config_util
 
 SPACES = ("input", "feature", "embed")
 DEFAULT_SPACE = "embed"
-
-
-def _baseline_config(arg: str | None) -> ml_collections.ConfigDict:
-  return config_util.sibling_config(__file__, "glyphs.py", arg)
+OPTIONS = ("finetune", "contrastive", "xbm", "smoke")
+RECIPE_ARGS = {
+    "input": "mix input images (pairs of images, one positive per anchor, the hardest negative)",
+    "feature": "mix backbone features",
+    "embed": "mix embeddings (default)",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
+    "contrastive": "contrastive loss (eq. c.3; as configs/glyphs_aml.py:baseline) instead of multi-similarity",
+    "xbm": "with the cross-batch memory of configs/glyphs_xbm.py (the composition Metrix + XBM)",
+    "smoke": "a few steps on tiny data, for tests",
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [part for part in (arg or "").split(",") if part]
-  unknown = [part for part in parts if part not in SPACES + ("smoke",)]
+  unknown = [part for part in parts if part not in SPACES + OPTIONS]
   spaces = [part for part in parts if part in SPACES]
   if unknown or len(spaces) > 1:
-    raise ValueError(f"unknown config argument {arg!r}; valid: at most one of {list(SPACES)}, and/or 'smoke' "
-                     "(comma-separated)")
-  config = _baseline_config("smoke" if "smoke" in parts else None)
+    raise ValueError(f"unknown config argument {arg!r}; valid: at most one of {list(SPACES)}, and/or any of "
+                     f"{list(OPTIONS)} (comma-separated)")
+  config = config_util.glyph_base_config(__file__, parts)
   space = spaces[0] if spaces else DEFAULT_SPACE
-  config.name = f"glyphs_metrix_{space}"
+  config.name = "_".join(["glyphs_metrix", space] + [part for part in parts if part in OPTIONS[:3]])
+  if "contrastive" in parts:
+    config.loss = dict(name="contrastive", kwargs=dict(pos_margin=0.0, neg_margin=0.5))
+  if "xbm" in parts:
+    config_util.sibling_module(__file__, "glyphs_xbm.py").add_memory(config, smoke="smoke" in parts)
   # Every option is present (None-valued ones as typed placeholders, `negatives_per_anchor` as a string), so each can
   # be set with --config.method.kwargs.<key>=...; the rest are MetrixOptions' defaults (the official code's).
   placeholder = ml_collections.config_dict.placeholder
@@ -60,4 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_positives=placeholder(int), negatives_per_anchor="1" if input_space else "8",
       pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True))
   config.eval.utilization = True
+  # The method's own dimension in a sweep (besides the baseline's learning rate and loss), over the range the
+  # paper's ablation covers (Metrix, Table 9: w in [0.05, 1]; the recipe default 0.2).
+  config.sweep.space.method = dict(kwargs=dict(mixup_weight="uniform(0.05, 0.8)"))
   return config

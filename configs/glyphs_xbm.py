@@ -28,12 +28,26 @@ import ml_collections
 from metriclearn import config_util
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
-  config = config_util.sibling_config(__file__, "glyphs.py", arg or None)
-  config.name = "glyphs_xbm"
-  smoke = arg == "smoke"
+RECIPE_ARGS = {
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
+    "smoke": "a few steps on tiny data, for tests",
+}
+
+
+def add_memory(config: ml_collections.ConfigDict, *, smoke: bool) -> None:
+  """This recipe's memory, added to any glyph recipe (also the compositions Metrix + XBM and APFS + XBM)."""
   config.memory.size = 64 if smoke else 1024
   config.memory.warmup_steps = 1 if smoke else 300
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = [part for part in (arg or "").split(",") if part]
+  unknown = sorted(set(parts) - set(RECIPE_ARGS))
+  if unknown:
+    raise ValueError(f"unknown config argument(s) {unknown} in {arg!r}; valid: {list(RECIPE_ARGS)} (comma-separated)")
+  config = config_util.glyph_base_config(__file__, parts)
+  config.name = "glyphs_xbm" + ("_finetune" if "finetune" in parts else "")
+  add_memory(config, smoke="smoke" in parts)
+  # The memory's own dimension in a sweep: when it starts (the paper's code: after 1,000 of its iterations).
+  config.sweep.space.memory = dict(warmup_steps="int(0, 600, step=100)")
   return config

@@ -31,3 +31,16 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
 def sibling_config(this_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the recipe `name` (e.g. "glyphs.py") in the directory of `this_file`."""
   return sibling_module(this_file, name).get_config(arg)
+
+
+# The two regimes a glyph method recipe can build on (recipe argument `finetune`): the quick from-scratch default and
+# the paper-like fine-tuning regime in which methods are compared (`benchmarks/methods.py`).
+GLYPH_REGIMES = {"scratch": "glyphs.py", "finetune": "glyphs_finetune.py"}
+
+
+def glyph_base_config(this_file: str, parts) -> ml_collections.ConfigDict:
+  """The baseline a glyph method recipe extends: `configs/glyphs_finetune.py` (a pre-trained backbone fine-tuned,
+  checkpoint selected on a class-disjoint validation fold) when `"finetune"` is among the recipe's `parts`, else
+  `configs/glyphs.py` (from scratch, 600 steps); `"smoke"` among them shrinks either to seconds."""
+  name = GLYPH_REGIMES["finetune" if "finetune" in parts else "scratch"]
+  return sibling_config(this_file, name, "smoke" if "smoke" in parts else None)
