@@ -92,8 +92,9 @@ def _cosine_to_rows(embeddings: jax.Array, rows: jax.Array) -> jax.Array:
 
   The product of the raw arrays (float32-accumulated) is scaled by the inverse norms afterwards: equal to the product
   of the normalised rows up to float32 rounding, but no normalised copy of either operand is written, and the scaling
-  fuses into the loss's own pass over the [B, R] logits (and the backward's over their cotangent). Measured on 2
-  shared CPU cores at B = 512, d = 512, C = 100: normalised softmax forward + backward ~2.0 → ~1.4 ms.
+  fuses into the loss's own pass over the [B, R] logits (and the backward's over their cotangent). Normalised softmax
+  at B = 512, d = 512, C = 100, forward + backward: ~30% less time than normalising first (2 shared CPU cores, rough),
+  about the time of its three matmuls alone (`benchmarks/losses.py --floor`).
   """
   product = jnp.matmul(embeddings, rows.T, preferred_element_type=jnp.float32)
   return product * _inverse_norm(embeddings)[:, None] * _inverse_norm(rows)[None, :]
@@ -290,8 +291,9 @@ def soft_triple_class_similarity(center_similarity: jax.Array, *, centers_per_cl
 
   The K-softmax is shifted by each class's largest similarity (stable for any γ > 0) and the gradient is written by
   hand (`jax.custom_vjp`; equal to autodiff's up to float32 rounding, reverse mode only: `jax.jvp` raises), one
-  fused pass instead of autodiff's several: SoftTriple at B = 512, C·K = 1,000, forward + backward ~12.3 → ~11.2 ms
-  on 2 CPU cores, of which its three [512 × 512 × 1,000] products take ~10.
+  fused pass instead of autodiff's several: SoftTriple at B = 512, C·K = 1,000, forward + backward ~10% faster (2
+  shared CPU cores, rough), within ~10% of its three [512 × 512 × 1,000] products alone (`benchmarks/losses.py
+  --floor`), which both libraries compute.
   Args:
     center_similarity: `f[A, C·K]` cosines of rows and centres, centre c·K + k the k-th of class c.
     gamma: a Python float (a static hyper-parameter).
