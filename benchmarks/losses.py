@@ -15,6 +15,7 @@ other jobs share, torch's 2-thread parallel regions wait for a descheduled threa
     python benchmarks/losses.py --batch-sizes 512 --repeats 20 --losses triplet npair
     python benchmarks/losses.py --batch-sizes 512 --losses proxy_nca normalized_softmax cosface arcface soft_triple \
         proxy_nca/sop normalized_softmax/sop cosface/sop arcface/sop soft_triple/sop
+    python benchmarks/losses.py --batch-sizes 512 --floor --losses normalized_softmax soft_triple   # + matmul floor
 
 The classification / proxy losses run with PML's default settings and C = 100 classes (labels mod C); `<loss>/sop`
 with SOP's C = 11,318 (SoftTriple: 10 centres each, a [B, 113,180] similarity matrix on both sides).
@@ -150,6 +151,17 @@ def make_ours_step(name: str, embeddings: np.ndarray, labels: np.ndarray, proxie
   return (lambda: jax.block_until_ready(step(*args))), value
 
 
+def make_products_step(embeddings: np.ndarray, rows: np.ndarray):
+  """The matmul floor of a class-row loss: `x·Wᵀ` and its two backward products (∂/∂x, ∂/∂W) for a fixed [B, R]
+  cotangent, jitted and warmed up. Every class-row loss computes these three products (both libraries), so
+  PML / floor bounds the speed-up any implementation can reach on this machine."""
+  cotangent = jnp.asarray(np.random.default_rng(1).standard_normal((len(embeddings), len(rows)), dtype=np.float32))
+  step = jax.jit(jax.value_and_grad(lambda x, w: jnp.vdot(jnp.matmul(x, w.T), cotangent), argnums=(0, 1)))
+  args = (jnp.asarray(embeddings), jnp.asarray(rows))
+  jax.block_until_ready(step(*args))
+  return lambda: jax.block_until_ready(step(*args))
+
+
 def make_pml_step(name: str, embeddings: np.ndarray, labels: np.ndarray):
   """PML's forward + backward, warmed up, its loss value and the loss module (which holds proxy anchor's proxies)."""
   loss_fn = pml_loss(name)
@@ -175,6 +187,9 @@ def main() -> None:
   parser.add_argument("--budget", type=float, default=10.0, help="seconds of PML time per row before stopping early")
   parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time PML with")
   parser.add_argument("--no-random-labels", action="store_true", help="skip the random-label rows at the largest B")
+  parser.add_argument("--floor", action="store_true",
+                      help="class-row losses: also time their three [B, D]×[D, R] products alone (the matmul floor) "
+                           "and print PML / floor, the largest speed-up possible")
   args = parser.parse_args()
 
   threads = tuple(args.threads)
@@ -184,8 +199,9 @@ def main() -> None:
   print(f"d = {DIM}, forward + backward; median of up to {args.repeats} runs (≥ 3, ≤ ~{args.budget:g} s of PML time "
         "per row); PML / ours uses PML's faster thread count\n")
   pml_columns = " | ".join(f"PML {n} thr (ms)" for n in threads)
-  print(f"| loss | B | labels | {pml_columns} | ours (ms) | PML / ours | best runs: PML / ours |")
-  print("|---|---:|---|" + "---:|" * len(threads) + "---:|---:|---:|")
+  floor_header, floor_rule = (" products alone (ms) | PML / products |", "---:|---:|") if args.floor else ("", "")
+  print(f"| loss | B | labels | {pml_columns} | ours (ms) | PML / ours | best runs: PML / ours |{floor_header}")
+  print("|---|---:|---|" + "---:|" * len(threads) + "---:|---:|---:|" + floor_rule)
   largest = max(args.batch_sizes)
   settings = [(b, "m4") for b in sorted(args.batch_sizes)]
   if not args.no_random_labels:
@@ -217,8 +233,17 @@ def main() -> None:
       if batch_size == largest and labelling == "m4":
         ratios_at_largest[name], best_ratios_at_largest[name] = ratio, best_ratio
       pml_cells = " | ".join(f"{pml_medians[n]:.2f}" for n in threads)
-      print(f"| {name} | {batch_size} | {labelling} | {pml_cells} | {ours_ms:.2f} | {ratio:.1f}× | {best_ratio:.1f}× |",
-            flush=True)
+      floor_cells = ""
+      if args.floor:
+        floor_cells = " – | – |"
+        if name.split("/")[0] in CLASS_ROWS:
+          # Timed in alternating blocks with ours, as PML is (the same load on both; the torch thread count is moot).
+          floor_times, _ = alternating_block_times_ms(make_products_step(embeddings, proxies), ours_step,
+                                                      args.repeats, args.budget, (max(threads),))
+          floor_ms = statistics.median(floor_times[max(threads)])
+          floor_cells = f" {floor_ms:.2f} | {min(pml_medians.values()) / floor_ms:.1f}× |"
+      print(f"| {name} | {batch_size} | {labelling} | {pml_cells} | {ours_ms:.2f} | {ratio:.1f}× | {best_ratio:.1f}× |"
+            f"{floor_cells}", flush=True)
   print()
   for kind, ratios in (("medians", ratios_at_largest), ("best runs", best_ratios_at_largest)):
     defaults = {name: r for name, r in ratios.items() if "/" not in name}

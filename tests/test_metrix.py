@@ -454,3 +454,90 @@ def test_hardest_negatives_are_ranked_on_unit_embeddings():
     losses.append((float(loss), float(metrics["mixed_loss"])))
   # Same unit vectors up to one rounding of the normalisation: float32 agreement to a few ulps of the O(1) loss.
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two further pair losses of c.1's form (circle, SNR contrastive) and the refusal of the others.
+
+CIRCLE_KWARGS = dict(m=0.25, gamma=8.0)
+SNR_KWARGS = dict(pos_margin=0.0, neg_margin=2.5)  # SNR distances of random 6-d unit rows lie around 2
+
+
+def loop_circle(e, triples, lam, m, gamma):
+  """ℓ̃_circle(a) = softplus(log Σ_v λ e^{−γα_p(s−(1−m))} + log Σ_v (1−λ) e^{γα_n(s−m)}), α fixed, mean over anchors."""
+  anchors, mixed = mixed_triple_embeddings(e, triples, lam)
+  s = jnp.sum(anchors * mixed, axis=1)
+  fixed = jax.lax.stop_gradient(s)
+  per_anchor = []
+  for a in np.unique(triples[:, 0]):
+    k = triples[:, 0] == a
+    pos = jax.nn.logsumexp(-gamma * jax.nn.relu(1 + m - fixed[k]) * (s[k] - (1 - m)), b=lam)
+    neg = jax.nn.logsumexp(gamma * jax.nn.relu(fixed[k] + m) * (s[k] - m), b=1 - lam)
+    per_anchor.append(jax.nn.softplus(pos + neg))
+  return jnp.mean(jnp.stack(per_anchor))
+
+
+def loop_snr_contrastive(e, triples, lam, pos_margin, neg_margin, sources=None):
+  """c.6's mixed contrastive loss on SNR distances var(v − a)/var(a), each triple's distance computed on its own."""
+  anchors, mixed = mixed_triple_embeddings(e, triples, lam, sources)
+  centred_a = anchors - jnp.mean(anchors, axis=1, keepdims=True)
+  centred_v = mixed - jnp.mean(mixed, axis=1, keepdims=True)
+  d = jnp.sum((centred_v - centred_a) ** 2, axis=1) / jnp.sum(centred_a ** 2, axis=1)
+  return (mean_of_positive_terms(lam * jnp.maximum(d - pos_margin, 0.0))
+          + mean_of_positive_terms((1 - lam) * jnp.maximum(neg_margin - d, 0.0)))
+
+
+@pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("feature", "anchor_negative")])
+def test_circle_equals_loop(space, branch):
+  config = make_config(space, "circle", CIRCLE_KWARGS, first_positive_only=False)
+  method, params, batch_stats = identity_method(config)
+  x, lam = unit_inputs(4), 0.65
+  triples = official_triples(LABELS, branch, False)
+  _, metrics, _ = metrix_loss(method, params, batch_stats, x, LABELS, lam, branch == "positive_negative")
+  expected = jax.jit(lambda x: loop_circle(x, triples, lam, **CIRCLE_KWARGS))(x)
+  # Logits up to γ·(1 + m)·2 ≈ 20 in float32 log-sum-exps: agreement ~1e-6 relative.
+  np.testing.assert_allclose(metrics["mixed_loss"], expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics["clean_loss"], losses.LOSSES["circle"](x, jnp.asarray(LABELS), **CIRCLE_KWARGS),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("embed", "anchor_negative"),
+                                          ("feature", "positive_negative")])
+def test_snr_contrastive_equals_loop_with_gradients(space, branch):
+  config = make_config(space, "snr_contrastive", SNR_KWARGS, first_positive_only=False, negatives_per_anchor="all")
+  method, params, batch_stats = identity_method(config)
+  x, lam = unit_inputs(5), 0.45
+  triples = official_triples(LABELS, branch, False)
+  total, metrics, (_, ours) = metrix_loss(method, params, batch_stats, x, LABELS, lam, branch == "positive_negative")
+
+  def expected_total(x):
+    mix = loop_snr_contrastive(normalize(x), triples, lam, sources=None if space == "embed" else x, **SNR_KWARGS)
+    return losses.LOSSES["snr_contrastive"](x, jnp.asarray(LABELS), **SNR_KWARGS) + 0.4 * mix, mix
+
+  (expected, mix), theirs = jax.jit(jax.value_and_grad(expected_total, has_aux=True))(x)
+  assert metrics["mixed_loss"] > 0
+  # The Gram route (embed) expands ‖c_v − c_a‖² into three inner products: ~1e-6 absolute on distances of ~2.
+  np.testing.assert_allclose(metrics["mixed_loss"], mix, rtol=1e-5)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_snr_from_gram_and_from_embeddings_equal_pairwise_snr():
+  e = unit_inputs(6)
+  rng = np.random.default_rng(6)
+  first, second = (jnp.asarray(rng.integers(0, len(LABELS), (len(LABELS), n))) for n in (2, 3))
+  lam = 0.3
+  mixed = normalize(lam * e[first][:, :, None] + (1 - lam) * e[second][:, None, :])  # [B, 2, 3, D]
+  expected = jnp.stack([losses.distances.pairwise_snr(e[r:r + 1], mixed[r].reshape(-1, DIM)).reshape(2, 3)
+                        for r in range(len(LABELS))])
+  # Distances of order 1 from float32 inner products: ~1e-6 absolute.
+  np.testing.assert_allclose(metrix.mixed_snr(e, mixed), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(metrix.mixed_snr_from_gram(e, first, second, lam), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss, reason", [("fastap", "AP of their ranking"), ("ntxent", "divides the shared label"),
+                                          ("margin", "λ\\(1 − λ\\)"), ("arcface", "classification mixup")])
+def test_unsupported_losses_are_refused_with_the_reason(loss, reason):
+  model = models.create_model("mlp", embedding_dim=DIM, hidden_dims=(), batchnorm=False)
+  with pytest.raises(ValueError, match=f"supports config.loss.name in .*circle.*{reason}"):
+    Metrix(make_config(loss=loss), model, 6)

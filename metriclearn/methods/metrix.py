@@ -6,6 +6,9 @@ y_mix = λ·y[a, x] + (1−λ)·y[a, x'] (eq. c.3), so it feeds λ·ρ⁺ to the
 of that anchor's loss. The total is L = L_clean + w·L_mix (c.3, c.6), each part reduced on its own. Anchors stay
 clean, and gradients flow through the anchors, both mixed sources and the clean loss (no stop-gradient; (h)).
 
+Losses (`SUPPORTED_LOSSES`): the paper's contrastive, multi-similarity and proxy anchor, and two further pair losses
+of c.1's form, circle and SNR contrastive (our extension, `mixed_loss`); the others are refused with the reason.
+
 Which pairs are mixed (c.5, as the official code). One λ ~ Beta(α, α) and one fair coin per step, both from
 `fold_in(state.rng, step)`. Branches: the positive–negative branch, for every anchor a with a positive in the batch,
 mixes mix_λ(p, n) for positives p and negatives n of a; the anchor–negative branch, for anchors without a positive,
@@ -77,7 +80,28 @@ from metriclearn.state import TrainState, model_params
 
 SPACES = ("input", "feature", "embed")
 BRANCHES = ("coin", "both")
-SUPPORTED_LOSSES = ("contrastive", "multi_similarity", "proxy_anchor")
+SUPPORTED_LOSSES = ("contrastive", "multi_similarity", "proxy_anchor", "circle", "snr_contrastive")
+# Why the other registered losses are not mixed. Metrix needs the generic form of c.1, τ(σ⁺(Σ_x y·ρ⁺(s_ax)) +
+# σ⁻(Σ_x (1−y)·ρ⁻(s_ax))), where a mixed label λ weights one positive and one negative term (c.3).
+_NOT_MIXED = {
+    **dict.fromkeys(("ntxent", "supcon", "npair"), "a softmax of each positive against the negatives couples the two "
+                    "parts (not c.1's form), and its average over the positives divides the shared label λ out"),
+    "fastap": "all mixed examples of a step share the label λ, so the AP of their ranking is λ whatever the distances "
+              "(a constant loss, zero gradient)",
+    "margin": "its triplet weights y_p·(1 − y_n) give both hinges of a mixed example the weight λ(1 − λ), not c.3's λ "
+              "and 1 − λ",
+    **dict.fromkeys(("triplet", "lifted_structure", "generalized_lifted_structure"),
+                    "its terms couple a positive and a negative in one hinge (not c.1's form)"),
+    **dict.fromkeys(("proxy_nca", "normalized_softmax", "cosface", "arcface", "soft_triple"),
+                    "a classification softmax over class rows: mixing would be classification mixup of class labels "
+                    "(not implemented), not Metrix's pair labels"),
+}
+
+
+def _unsupported_loss_message(loss_name: str) -> str:
+  reason = _NOT_MIXED.get(loss_name)
+  return (f"Metrix supports config.loss.name in {list(SUPPORTED_LOSSES)}, got {loss_name!r}"
+          + (f": {reason}" if reason else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +237,46 @@ def mixed_cosine_from_gram(gram: jax.Array, first: jax.Array, second: jax.Array,
   return numerator / mixed_norm_from_gram(gram, first, second, mix_lambda)
 
 
+def _snr_from_parts(signal: jax.Array, noise_plus_signal: jax.Array) -> jax.Array:
+  """`distances.pairwise_snr`'s quotient ‖c_v − c_a‖² / ‖c_a‖², 0 (zero gradient) where ‖c_a‖² ≤ 1e-15."""
+  has_signal = signal > 1e-15
+  noise = jnp.maximum(noise_plus_signal, 0.0)
+  return jnp.where(has_signal, noise / jnp.where(has_signal, signal, 1.0), 0.0)
+
+
+def _centred(x: jax.Array) -> jax.Array:
+  return x - jnp.mean(x, axis=-1, keepdims=True)
+
+
+def mixed_snr_from_gram(unit: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
+  """`f32[R, K, T]`: the SNR distance (`distances.pairwise_snr`) of anchor e_r to v = normalise(λe_first[r,k] +
+  (1−λ)e_second[r,t]), for unit rows `unit` `[B, D]`, from the plain and the centred Gram matrices only.
+
+  Centring is linear, so c_v = (λc_x + (1−λ)c_x')/‖λe_x + (1−λ)e_x'‖: ‖c_v − c_r‖² = ‖c_v‖² + ‖c_r‖² − 2⟨c_r, c_v⟩
+  takes entries of C = c·cᵀ and the mixed norm, as `mixed_cosine_from_gram` does for cosines.
+  """
+  norm = mixed_norm_from_gram(unit @ unit.T, first, second, mix_lambda)
+  c = _centred(unit)
+  centred_gram = c @ c.T
+  signal = jnp.diagonal(centred_gram)
+  inner = (mix_lambda * jnp.take_along_axis(centred_gram, first, axis=1)[:, :, None]
+           + (1.0 - mix_lambda) * jnp.take_along_axis(centred_gram, second, axis=1)[:, None, :]) / norm
+  mixed_squared = (jnp.square(mix_lambda) * signal[first][:, :, None]
+                   + jnp.square(1.0 - mix_lambda) * signal[second][:, None, :]
+                   + 2.0 * mix_lambda * (1.0 - mix_lambda) * centred_gram[first[:, :, None], second[:, None, :]]
+                   ) / jnp.square(norm)
+  signal = signal[:, None, None]
+  return _snr_from_parts(signal, mixed_squared + signal - 2.0 * inner)
+
+
+def mixed_snr(unit: jax.Array, mixed: jax.Array) -> jax.Array:
+  """`f32[R, K, T]` SNR distances of anchors `unit` `[R, D]` to their mixed embeddings `mixed` `[R, K, T, D]`."""
+  c, c_mixed = _centred(unit), _centred(mixed)
+  signal = jnp.sum(jnp.square(c), axis=-1)[:, None, None]
+  return _snr_from_parts(signal, jnp.sum(jnp.square(c_mixed), axis=-1) + signal
+                         - 2.0 * jnp.einsum("rd,rktd->rkt", c, c_mixed))
+
+
 def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
   """`f32[R, K, T]` soft labels y_mix[r, k, t] = λ·y[r, first[r,k]] + (1−λ)·y[r, second[r,t]] (eq. c.3).
 
@@ -224,12 +288,20 @@ def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: 
 
 def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.Array, *,
                mean_over_mixed_anchors: bool = True, **loss_kwargs) -> jax.Array:
-  """The mixed loss ℓ̃ (c.3) on `[A, M]` cosine similarities of anchors (or proxies) and mixed examples.
+  """The mixed loss ℓ̃ (c.3) on `[A, M]` cosine similarities of anchors (or proxies) and mixed examples
+  (`snr_contrastive`: their SNR distances, `mixed_snr`).
 
   `loss_kwargs` are the clean loss's keywords (`config.loss.kwargs`). Contrastive turns cosines of unit vectors into
   the Euclidean distance sqrt(2 − 2s) (squared: 2 − 2s), as the code's `LpDistance` on normalised embeddings (c.6).
   Multi-similarity averages over the anchors with a mixed example (|A'| of c.3, unverified [U]), or over all anchors
   with `mean_over_mixed_anchors=False`.
+
+  The two pair losses of c.1's form beyond the paper's three (our extension, c.3 applied as written):
+  * circle: log(1 + Σ_n e^{γα_n(s_n−Δ_n)}·Σ_p e^{−γα_p(s_p−Δ_p)}) = softplus(σ⁺ + σ⁻) with σ± = log-sums, so a
+    mixed example enters the positive sum with weight λ and the negative sum with 1 − λ (`pair_losses.circle` soft
+    labels); the mean over the anchors with a non-zero loss (PML's reducer) is over the anchors with a mixed example.
+  * snr_contrastive: the contrastive loss (mean of non-zero hinges per part, as c.6) on the SNR distance of the
+    anchor to the mixed example; its zero-mean regulariser is a term of the clean loss only.
   """
   valid = valid.astype(jnp.float32)
   if loss_name == "contrastive":
@@ -246,7 +318,12 @@ def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.A
     return reducers.safe_divide(per_anchor_mean * similarity.shape[0], num_rows)
   if loss_name == "proxy_anchor":
     return losses.proxy_anchor_from_matrix(similarity, y, valid, **loss_kwargs)
-  raise ValueError(f"Metrix supports the losses {list(SUPPORTED_LOSSES)}, got {loss_name!r}")
+  if loss_name == "circle":
+    return losses.MATRIX_LOSSES["circle"](similarity, y, valid, **loss_kwargs)
+  if loss_name == "snr_contrastive":
+    kwargs = {k: v for k, v in loss_kwargs.items() if k in ("pos_margin", "neg_margin")}
+    return losses.MATRIX_LOSSES["snr_contrastive"](similarity, y, valid, **kwargs)
+  raise ValueError(_unsupported_loss_message(loss_name))
 
 
 def _gather_mix(values: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
@@ -267,7 +344,7 @@ class Metrix:
     if options.branches not in BRANCHES:
       raise ValueError(f"unknown Metrix branches {options.branches!r}; valid: {list(BRANCHES)}")
     if config.loss.name not in SUPPORTED_LOSSES:
-      raise ValueError(f"Metrix supports config.loss.name in {list(SUPPORTED_LOSSES)}, got {config.loss.name!r}")
+      raise ValueError(_unsupported_loss_message(config.loss.name))
     if not options.beta_alpha > 0:
       raise ValueError(f"beta_alpha must be positive, got {options.beta_alpha}")
     negatives = options.negatives_per_anchor
@@ -287,7 +364,7 @@ class Metrix:
     else:
       self.max_positives = int(config.batch_size) - 1
     self.loss_kwargs = dict(config.loss.get("kwargs", {}))
-    if config.loss.name == "contrastive" and not self.loss_kwargs.get("normalize", True):
+    if config.loss.name in ("contrastive", "snr_contrastive") and not self.loss_kwargs.get("normalize", True):
       raise ValueError("Metrix needs L2-normalised embeddings: leave config.loss.kwargs.normalize at True")
     pool_first = options.pool_before_mixing
     if pool_first is None:
@@ -395,12 +472,14 @@ class Metrix:
       y_mix = labels_lib.mixed_pair_labels(class_labels, first_flat, second_flat, mix_lambda)
       valid = jnp.broadcast_to(slots.valid.reshape(1, -1), y_mix.shape)
     else:
+      snr = self.loss_name == "snr_contrastive"  # its matrix is the SNR distance, not the cosine
       if options.space == "embed":
-        similarity = mixed_cosine_from_gram(unit @ unit.T, first, slots.second, mix_lambda)  # [B, K', T]
+        similarity = (mixed_snr_from_gram(unit, first, slots.second, mix_lambda) if snr
+                      else mixed_cosine_from_gram(unit @ unit.T, first, slots.second, mix_lambda))  # [B, K', T]
       else:
         mixed_emb, new_batch_stats = self._mixed_embeddings(params, new_batch_stats, sources, first, slots.second,
                                                             mix_lambda)
-        similarity = jnp.einsum("rd,rktd->rkt", unit, mixed_emb)
+        similarity = mixed_snr(unit, mixed_emb) if snr else jnp.einsum("rd,rktd->rkt", unit, mixed_emb)
       # Repeated slots (first_positive_only) share the similarity of slot 0: the code's multiplicity, exactly.
       similarity = jnp.broadcast_to(similarity, slots.valid.shape).reshape(labels.shape[0], -1)
       y_mix = mixed_labels(labels_lib.pair_labels(labels), slots.first, slots.second, mix_lambda).reshape(
@@ -440,4 +519,5 @@ class Metrix:
 
 
 __all__ = ["BRANCHES", "SPACES", "SUPPORTED_LOSSES", "Metrix", "MetrixOptions", "MixingSlots", "active_rows",
-           "mixed_cosine_from_gram", "mixed_labels", "mixed_loss", "mixed_norm_from_gram", "mixing_slots"]
+           "mixed_cosine_from_gram", "mixed_labels", "mixed_loss", "mixed_norm_from_gram", "mixed_snr",
+           "mixed_snr_from_gram", "mixing_slots"]
