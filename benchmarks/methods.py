@@ -25,13 +25,12 @@ one resumes from its checkpoints, so rerunning the same command continues where 
 `--trials`, `--seeds`, `--folds` (folds validated per trial, the recipes' `sweep.folds`), `--steps`
 (`config.num_steps` of every run), `--only NAME` (rows) and `--smoke` (each recipe's `:smoke` variant, for tests).
 
-Cost of the full run on 2 CPU cores (an estimate, not a measurement): the rows below use 8 distinct recipes, each
-20 trials × 4 folds + 5 seeds = 85 training runs, 680 in all. A 600-step `configs/glyphs.py` run takes 28–31 s on
-an idle 2-core CPU (README, "Results on the embedded default"), the fine-tuning regime ~45 s (issue 15's
-prototype), and the methods cost up to 2.1× the baseline's step (Metrix input mixing; `benchmarks/RESULTS.md`); at
-30–60 s a run that is about 6–11 hours, less what pruning saves (a pruned trial stops at its first hopeless
-evaluation). Every run's `wall_time_s` is in its results.json; the table reports their mean, from which the cost
-of a rerun can be recomputed.
+Cost, measured (benchmarks/RESULTS.md, "The methods in the fair regime"): on one H200 with 16 CPU cores and
+`--jobs 20`, 170 runs (4 trials on one fold and up to 5 seeds for 20 recipes) took 12.5 minutes, 22–88 s a run (the
+runs are CPU-bound at this size). On an idle 2-core CPU one fine-tuning run takes ~105 s, so the full table (28
+recipes × (4 + 5) runs with `--trials 4 --folds 1`) is about 7 hours there; the defaults (20 trials × 4 folds) are
+for a cluster. Every run's `wall_time_s` is in its results.json; the table reports their mean. `--jobs N` runs N
+recipes' pipelines at once; `--report` tabulates what exists without training (after an interruption).
 """
 
 from __future__ import annotations

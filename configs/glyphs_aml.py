@@ -9,7 +9,12 @@ pair loss is contrastive (the method's default choice; any registered matrix-for
 the contrastive baseline 0.796 / 0.363 and `configs/glyphs.py` 0.785 / 0.350 in the same session, i.e. AML is
 *below* the baseline here (every setting tried was; benchmarks/RESULTS.md, "AML").
 
-Arguments (comma-separated): `baseline` gives that comparison (the same contrastive loss and everything else, no
+Fair regime (`:finetune`; benchmarks/methods.py, 4 trials on validation fold 0 each, the same budget as `:baseline,
+finetune`; one H200, 2026-12-04): tuned α 0.64, validation MAP@R 0.729 vs the contrastive baseline's 0.717; on test,
+5 paired seeds, Δ MAP@R −0.008 [−0.018, +0.002], Δ R@1 −0.010 [−0.023, +0.002]: no difference
+(benchmarks/RESULTS.md, "The methods in the fair regime").
+
+Arguments (comma-separated): `finetune` builds on configs/glyphs_finetune.py (the fair regime); `baseline` gives that comparison (the same contrastive loss and everything else, no
 adversarial pairs); `smoke` shrinks the run to seconds for tests.
 """
 

@@ -12,7 +12,14 @@ Arguments (combinable with commas, e.g. `:no_mining,smoke`):
 Everything else is the baseline's, so `configs/glyphs.py` with the same seed is the comparison. T defaults to the
 steps per epoch (⌊3750 / 128⌋ = 29 on glyphs; unverified, `papers/apfs.md` (h)); set it with
 `--config.method.kwargs.representative_lifetime=50`. Every option of `metriclearn.methods.apfs.APFSOptions` is a key
-of `config.method.kwargs`. Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
+of `config.method.kwargs`. `finetune` builds on configs/glyphs_finetune.py (the fair regime), `xbm` adds the memory
+of configs/glyphs_xbm.py.
+
+Fair regime (`:finetune`; benchmarks/methods.py, 4 trials on validation fold 0, same budget as the baseline; one
+H200, 2026-12-04; benchmarks/RESULTS.md, "The methods in the fair regime"):
+  tuned λ (`proximal_weight`, swept in [1e-5, 0.1]): 8.6e-3; validation MAP@R 0.735 (random classes 0.729) vs the
+  baseline's 0.753. On test, 5 paired seeds: Δ MAP@R −0.015 [−0.035, +0.005] (random classes −0.018 [−0.033,
+  −0.003]), Δ R@1 −0.000 [−0.013, +0.012]. Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
 inert proximal term): the docstring of `metriclearn/methods/apfs.py`.
 """
 

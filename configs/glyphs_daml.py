@@ -21,6 +21,13 @@ pairs: `m_per_class` with m = 2, batch 128 = 64 classes, the paper's "128 for pa
 of the steps pre-train without the generator (the released code's 1,200 of 6,000). The paper's 20k iterations and
 GoogLeNet belong to the photo recipes (`configs/photos_daml.py`), not to this one.
 
+`finetune` builds on configs/glyphs_finetune.py (the fair regime); `no_generator` trains J_m alone for the whole run
+(the comparison). In the fair regime (benchmarks/methods.py, 4 trials on validation fold 0 over the learning rate
+and γ for each recipe; one H200, 2026-12-04), the `recommended` preset with the generator is *worse* than its J_m
+alone on validation (MAP@R cont 0.674 vs 0.703, tri 0.674 vs 0.715, lifted 0.693 vs 0.733) and on test (4 paired
+seeds, Δ MAP@R cont −0.047 [−0.091, −0.003], tri −0.058 [−0.062, −0.055], lifted −0.036 [−0.043, −0.028]);
+benchmarks/RESULTS.md, "The methods in the fair regime".
+
 Each J_m without the generator (`:<variant>,recommended --config.method.kwargs.pretrain_steps=600`), seed 0, 600
 steps, 2-core CPU, against the library's loss of the same family (`configs/glyphs.py --config.loss.name=<loss>`,
 `loss.kwargs={}`), R@1: cont 0.774 vs contrastive 0.794 (−0.020: DAML's pair batches of m = 2 and squared distances

@@ -9,8 +9,19 @@ baseline's, so `configs/glyphs.py` with the same seed is the comparison; `eval.u
 every evaluation and written to results.json). Options: `--config.method.kwargs.<key>=` (see
 `metriclearn.methods.metrix.MetrixOptions`; every key is present here).
 
-Choice of the defaults: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
-2026-11-24 — R@1 / MAP@R:
+Arguments `finetune` (build on configs/glyphs_finetune.py, the fair regime), `contrastive` (the contrastive loss, eq.
+c.3, compared with `configs/glyphs_aml.py:baseline,finetune`) and `xbm` (with the memory of configs/glyphs_xbm.py)
+combine with the spaces; `python -m metriclearn.recipes` lists them.
+
+Fair regime (`:finetune`; benchmarks/methods.py, 4 trials on validation fold 0, same budget as the baseline; one
+H200, 2026-12-04; benchmarks/RESULTS.md, "The methods in the fair regime"):
+  tuned w (`method.kwargs.mixup_weight`, swept in [0.05, 0.8]): 0.60 with MS, 0.51 with contrastive (validation
+  MAP@R: embed 0.748, feature 0.748, input 0.753 vs the MS baseline's 0.753; contrastive 0.722 / 0.719 / 0.723 vs
+  0.717). On test, 3–4 paired seeds, every space with either loss is no different from its baseline (Δ MAP@R from
+  −0.002 to +0.009, every 95 % interval containing 0; MS embed: +0.004 [−0.007, +0.016]).
+
+History (the from-scratch regime, `configs/glyphs.py`, settings chosen on the test split, single runs: not evidence):
+one 600-step run each, seed 0, test split, 2-core CPU, 2026-11-24 — R@1 / MAP@R:
   baseline (configs/glyphs.py)                                     0.7696 / 0.3518
   embed,   w=0.4, all negatives (the official code's defaults)     0.7648 / 0.3142
   embed,   w=0.4, 8 hardest negatives                              0.7685 / 0.3428

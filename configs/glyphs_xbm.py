@@ -8,7 +8,12 @@ around). Everything else is the baseline's, so `configs/glyphs.py` with the same
 composes with Metrix and APFS (every recipe has `config.memory`, off: e.g. `configs/glyphs_metrix.py
 --config.memory.size=1024 --config.memory.warmup_steps=300`), and `--config.memory.size=0` turns it off. Method and the paper's choices: `metriclearn.memory` (Wang et al. 2020).
 
-Choice of the warm-up: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
+`:finetune` builds on configs/glyphs_finetune.py (the fair regime). There (benchmarks/methods.py, 4 trials on
+validation fold 0, the warm-up swept in {0, 100, ..., 600}; one H200, 2026-12-04) the tuned warm-up is 500 of 1,200
+steps, validation MAP@R 0.738 vs the baseline's 0.753, and on test (5 paired seeds) Δ MAP@R −0.006 [−0.017, +0.005],
+Δ R@1 +0.001 [−0.005, +0.006]: no difference.
+
+History (from scratch, selected on test, single runs): choice of the warm-up: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
 2026-11-24 — R@1 / MAP@R:
   baseline (configs/glyphs.py)                 0.7696 / 0.3518
   size  256, warm-up 100                       0.7515 / 0.3271
