@@ -16,6 +16,8 @@ cluster to split with probability ∝ its size; here the largest goes first (det
 from __future__ import annotations
 
 import functools
+import os
+from concurrent import futures
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,7 @@ from scipy import sparse
 
 INITS = ("random", "k-means++")
 BACKENDS = ("auto", "xla", "numpy")
-# Bytes of one block's [points, K] float32 scores; a K of 11,316 gives blocks of ~5,900 points.
+# Bytes of one block's [points, K] float32 scores (two are in flight); a K of 11,316 gives blocks of ~5,900 points.
 DEFAULT_MEMORY_BUDGET = 256 << 20
 _SPLIT = 1.0 / 1024
 DEFAULT_ITERATIONS = 25  # faiss's `Kmeans` default (`niter`), which PML's AccuracyCalculator uses  # faiss's EPS for splitting a cluster
@@ -63,28 +65,52 @@ def kmeans(x, n_clusters: int, *, iterations: int = DEFAULT_ITERATIONS, init: st
   else:
     centroids = _kmeans_plus_plus(points, n_clusters, rng)
   block = max(1, min(num_points, memory_budget // (4 * n_clusters)))
-  assign = _assign_numpy if backend == "numpy" else functools.partial(_assign_xla, device_points=jnp.asarray(points))
-  assignments = assign(points, centroids, block)
-  for _ in range(iterations):
-    centroids = _update(points, assignments, centroids)
-    new = assign(points, centroids, block)
-    if np.array_equal(new, assignments):
-      break  # a fixed point: further iterations change nothing
-    assignments = new
+  with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    if backend == "numpy":
+      assign = functools.partial(_assign_numpy, pool=pool)
+    else:
+      assign = functools.partial(_assign_xla, device_points=jnp.asarray(points))
+    assignments = assign(points, centroids, block)
+    for _ in range(iterations):
+      centroids = _update(points, assignments, centroids)
+      new = assign(points, centroids, block)
+      if np.array_equal(new, assignments):
+        break  # a fixed point: further iterations change nothing
+      assignments = new
   return centroids, assignments
 
 
-def _assign_numpy(points, centroids, block):
-  bias = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
-  assignments = np.empty(points.shape[0], np.int32)
-  scores = np.empty((block, centroids.shape[0]), np.float32)
-  for start in range(0, points.shape[0], block):
-    rows = points[start:start + block]
-    out = scores[:rows.shape[0]]
-    np.matmul(rows, centroids.T, out=out)
-    out += bias
-    assignments[start:start + rows.shape[0]] = out.argmax(axis=1)
+def _assign_numpy(points, centroids, block, pool):
+  """Nearest centroids by blocked GEMMs of [x, 1]·[c, −½‖c‖²]ᵀ = ⟨x, c⟩ − ½‖c‖² (the bias rides in the GEMM); each
+  block's argmax runs on `pool`, split over its threads, while the next block's GEMM runs."""
+  num_points = points.shape[0]
+  rows_aug = np.empty((min(block, num_points), points.shape[1] + 1), np.float32)
+  centroids_aug = np.concatenate([centroids, -0.5 * np.einsum("ij,ij->i", centroids, centroids)[:, None]], axis=1)
+  centroids_t = np.ascontiguousarray(centroids_aug.T, np.float32)
+  assignments = np.empty(num_points, np.int32)
+  buffers = [np.empty((rows_aug.shape[0], centroids.shape[0]), np.float32) for _ in range(2)]
+  pending = []
+  for number, start in enumerate(range(0, num_points, block)):
+    rows = min(block, num_points - start)
+    rows_aug[:rows, :-1] = points[start:start + rows]
+    rows_aug[:rows, -1] = 1.0
+    scores = buffers[number % 2][:rows]
+    np.matmul(rows_aug[:rows], centroids_t, out=scores)
+    for future in pending:  # the previous block's argmax, which used the other buffer
+      future.result()
+    pending = [pool.submit(_argmax_rows, scores, a, b, assignments, start) for a, b in _halves(rows, pool)]
+  for future in pending:
+    future.result()
   return assignments
+
+
+def _argmax_rows(scores, a, b, out, offset):
+  out[offset + a:offset + b] = scores[a:b].argmax(axis=1)
+
+
+def _halves(rows, pool):
+  edges = np.linspace(0, rows, pool._max_workers + 1).astype(int)  # pylint: disable=protected-access
+  return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
