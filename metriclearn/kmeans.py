@@ -28,8 +28,8 @@ INITS = ("random", "k-means++")
 BACKENDS = ("auto", "xla", "numpy")
 # Bytes of one block's [points, K] float32 scores (two are in flight); a K of 11,316 gives blocks of ~5,900 points.
 DEFAULT_MEMORY_BUDGET = 256 << 20
-_SPLIT = 1.0 / 1024
-DEFAULT_ITERATIONS = 25  # faiss's `Kmeans` default (`niter`), which PML's AccuracyCalculator uses  # faiss's EPS for splitting a cluster
+_SPLIT = 1.0 / 1024  # faiss's EPS for splitting a cluster
+DEFAULT_ITERATIONS = 25  # faiss's `Kmeans` default (`niter`), which PML's AccuracyCalculator uses
 
 
 def kmeans(x, n_clusters: int, *, iterations: int = DEFAULT_ITERATIONS, init: str = "k-means++", seed: int = 0,

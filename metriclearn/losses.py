@@ -639,8 +639,8 @@ def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
   rather than [B, B]. By default the slot count follows the batch: `lax.switch` runs the smallest of B/16, B/8, B/4
   and B/2 slots that holds every anchor (B/2 always does), so a 4-per-class batch pays for B/4 slots, not B/2 (the
   same loss; half the time at B = 512); its gradient is written out and computed in the same branch (a custom VJP,
-  so the backward pass does not differentiate through the switch). `max_pairs` fixes the slot count instead (e.g. B // m for an m-per-class
-  sampler); set it only when the sampler guarantees it: anchors beyond it are dropped. A batch without a positive
+  so the backward pass does not differentiate through the switch). `max_pairs` fixes the slot count instead (e.g.
+  B // m for an m-per-class sampler); set it only when the sampler guarantees it: anchors beyond it are dropped. A batch without a positive
   pair (one row, or all labels distinct) gives 0 with a zero gradient, as PML.
   """
   _check_batch(embeddings, labels)
