@@ -11,9 +11,9 @@ The search, per score tile `[rows, cols]` from one float32 GEMM:
 1. Each row keeps its k best so far as int64 *keys* (the score's order-preserving bit pattern in the high 32 bits, the
    complemented gallery index in the low 32), so that every comparison, ties included, is one integer comparison.
 2. A tile entry can enter a row's k best only if its score is ≥ the row's current k-th score (a lower bound on the
-   final k-th score). One vectorised comparison per entry finds these candidates; they are found 8 at a time (the
-   boolean mask read as uint64 words), and only they become keys. A row with more than `4k` candidates (its first
-   tile, or adversarial data) takes all its tile entries as keys instead.
+   final k-th score). One vectorised comparison per entry and one `np.flatnonzero` find these candidates, and only
+   they become keys. A row's first tile sets its bound by a float `np.partition` (its k-th largest entry); a row with
+   more than `4k` candidates (adversarial data, e.g. all scores equal) takes all its tile entries as keys instead.
 3. The row's keys and its candidates' keys are merged by `np.partition` and the k largest kept.
 
 Self-retrieval computes only the tiles on and above the diagonal (half the GEMM flops): tile (I, J) updates row block
@@ -128,7 +128,7 @@ def _augment(x: np.ndarray, *columns: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(np.concatenate([x] + [c[:, None] for c in columns], axis=1), np.float32)
 
 
-def _tile_side(k: int, memory_budget: int) -> int:
+def _tile_side(memory_budget: int) -> int:
   # Per tile entry: 2 score tiles (double buffering) and a mask, 4·2 + 1 bytes; keys of heavy rows and their
   # temporaries, ~24 bytes. A multiple of 256 rows keeps the GEMM blocks whole.
   side = int(np.sqrt(memory_budget / 33)) // 256 * 256
@@ -174,7 +174,7 @@ def neighbour_blocks(query, gallery=None, k: int = 1, *, metric: str = "cosine",
   if self_index is None:
     self_index = np.arange(num_query) if symmetric else np.full(num_query, -1)
   self_index = np.asarray(self_index, np.int64)
-  side = block_size or _tile_side(k, memory_budget)
+  side = block_size or _tile_side(memory_budget)
   threads = threads or len(os.sched_getaffinity(0))
   with futures.ThreadPoolExecutor(threads) as pool:
     if _HEAVY * k * 2 <= side < max(num_query, num_gallery):
