@@ -75,7 +75,11 @@ class _State:
     self.bound = np.full(num_rows, -np.inf, np.float32)
 
   def merge(self, rows: np.ndarray, candidate_keys: np.ndarray):
-    merged = _top(np.concatenate([self.keys[rows], candidate_keys], axis=1), self.k)
+    current = self.keys[rows]
+    if candidate_keys.shape[1] >= self.k and current[:, -1].max() == _EMPTY and (current == _EMPTY).all():
+      merged = _top(candidate_keys, self.k)  # nothing kept yet (a first tile): no concatenation
+    else:
+      merged = _top(np.concatenate([current, candidate_keys], axis=1), self.k)
     self.keys[rows] = merged
     self.bound[rows] = _key_scores(merged.min(axis=1))
 
@@ -85,7 +89,12 @@ class _State:
     num_i, num_j = scores.shape
     bound = self.bound[row0:row0 + (num_j if transposed else num_i)]
     width = num_i if transposed else num_j
-    if width > self.k and not np.any(bound > -np.inf):  # rows without a bound yet (their first tile)
+    fresh = not np.any(bound > -np.inf)  # rows without a bound yet (their first tile)
+    if fresh and 2 * self.k >= width:  # they keep most of the tile: every entry becomes a key
+      dense = scores.T if transposed else scores
+      self.merge(row0 + np.arange(dense.shape[0]), _top(_keys(dense, col0 + np.arange(width)), min(self.k, width)))
+      return
+    if fresh:
       # Their k-th largest tile score (a float partition is cheaper than keys): candidates are the k best and ties.
       bound = np.partition(scores, width - self.k, axis=0 if transposed else 1)
       bound = bound[width - self.k] if transposed else bound[:, width - self.k]
