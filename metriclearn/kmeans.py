@@ -5,7 +5,8 @@ Each iteration assigns every point to its nearest centroid — argmax over K of 
 points (NumPy's BLAS on a CPU, jitted XLA on an accelerator), so the N×K distance matrix never exists at once; the
 means are one sparse-by-dense product. The update, initialisation and empty-cluster rule are shared by both backends.
 
-Initialisation: scikit-learn's greedy k-means++ (default; its `KMeans` NMI within 0.005, tests/test_kmeans.py) or
+Initialisation: scikit-learn's greedy k-means++ (default; its `KMeans` NMI within 0.005, tests/test_kmeans.py; on
+the XLA backend one jitted loop on the device, with JAX's random stream instead of NumPy's) or
 faiss's random K distinct points (`init="random"`, as pytorch-metric-learning's `AccuracyCalculator` via faiss's
 `Kmeans`). As faiss: a fixed number of iterations (stopping early only when no assignment changes, after which
 nothing would), and an empty cluster takes half of a large one: it copies the centroid of the largest cluster not yet
@@ -62,8 +63,11 @@ def kmeans(x, n_clusters: int, *, iterations: int = DEFAULT_ITERATIONS, init: st
   rng = np.random.default_rng(seed)
   if init == "random":
     centroids = points[np.sort(rng.choice(num_points, n_clusters, replace=False))].copy()
-  else:
+  elif backend == "numpy":
     centroids = _kmeans_plus_plus(points, n_clusters, rng)
+  else:  # the same algorithm on the device (its own random stream), one jitted loop of K steps
+    chosen = _kmeans_plus_plus_xla(jnp.asarray(points), jax.random.key(seed), n_clusters=int(n_clusters))
+    centroids = points[np.asarray(chosen)].copy()
   block = max(1, min(num_points, memory_budget // (4 * n_clusters)))
   with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
     if backend == "numpy":
@@ -166,3 +170,32 @@ def _kmeans_plus_plus(points, n_clusters, rng):
     chosen.append(int(draws[best]))
     nearest, potential = distance[best], potentials[best]
   return points[chosen].copy()
+
+
+@functools.partial(jax.jit, static_argnames=("n_clusters",))
+def _kmeans_plus_plus_xla(points, key, *, n_clusters):
+  """`_kmeans_plus_plus` as one `lax.fori_loop` on the device; returns the chosen rows `i32[K]`."""
+  trials = 2 + int(np.log(n_clusters))
+  num_points = points.shape[0]
+  sq_norm = jnp.sum(points * points, axis=1)
+
+  def distances_to(rows):
+    return jnp.maximum(sq_norm[None, :] - 2 * (points[rows] @ points.T) + sq_norm[rows, None], 0.0)
+
+  first_key, key = jax.random.split(key)
+  first = jax.random.randint(first_key, (), 0, num_points)
+  nearest = distances_to(first[None])[0]
+  chosen = jnp.zeros(n_clusters, jnp.int32).at[0].set(first)
+
+  def step(c, carry):
+    chosen, nearest, key = carry
+    key, draw_key = jax.random.split(key)
+    cumulative = jnp.cumsum(nearest)
+    draws = jnp.searchsorted(cumulative, jax.random.uniform(draw_key, (trials,)) * cumulative[-1])
+    draws = jnp.minimum(draws, num_points - 1)
+    distance = jnp.minimum(nearest[None, :], distances_to(draws))
+    best = jnp.argmin(jnp.sum(distance, axis=1))
+    return chosen.at[c].set(draws[best]), distance[best], key
+
+  chosen, _, _ = jax.lax.fori_loop(1, n_clusters, step, (chosen, nearest, key))
+  return chosen
