@@ -553,13 +553,16 @@ def npair_pairs(labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     `is_anchor` (`bool[B]`, True at each class's first occurrence when the class has a second one) and
     `positive_index` (`i32[B]`, the second occurrence; meaningful where `is_anchor`).
   """
-  same = labels[:, None] == labels[None, :]
-  index = jnp.arange(labels.shape[0])
-  earlier = same & (index[None, :] < index[:, None])
-  later = same & (index[None, :] > index[:, None])
-  is_anchor = ~jnp.any(earlier, axis=1) & jnp.any(later, axis=1)
-  positive_index = jnp.argmax(later, axis=1)  # first True in batch order
-  return is_anchor, positive_index
+  # A stable sort groups each class in batch order: a class's first occurrence is where a run of equal labels
+  # starts, its second the next position of the run (O(B log B), no [B, B] masks).
+  order = jnp.argsort(labels, stable=True)
+  ranked = labels[order]
+  starts = jnp.concatenate([jnp.ones(1, bool), ranked[1:] != ranked[:-1]])
+  has_next = jnp.concatenate([ranked[1:] == ranked[:-1], jnp.zeros(1, bool)])
+  following = jnp.concatenate([order[1:], order[:1]])
+  is_anchor = jnp.zeros(labels.shape, bool).at[order].set(starts & has_next)
+  positive_index = jnp.zeros(labels.shape, order.dtype).at[order].set(following)
+  return is_anchor, positive_index.astype(jnp.int32)
 
 
 def _npair_over_slots(embeddings: jax.Array, is_anchor: jax.Array, positive_index: jax.Array, slots: int) -> jax.Array:
@@ -572,6 +575,61 @@ def _npair_over_slots(embeddings: jax.Array, is_anchor: jax.Array, positive_inde
   return npair_from_matrix(similarity, y, valid)
 
 
+def _npair_value_and_grad(embeddings: jax.Array, is_anchor: jax.Array, positive_index: jax.Array,
+                          slots: int) -> tuple[jax.Array, jax.Array]:
+  """`_npair_over_slots` and its gradient with respect to `embeddings`, written out (Sohn 2016, eq. 3).
+
+  With S = A·Pᵀ over the used slots (A the anchors, P their positives) and n used slots, the loss is
+  (1/n) Σ_i (LSE_j S_ij − S_ii), so ∂L/∂S = (softmax_rows(S) − I)/n, ∂L/∂A = (∂L/∂S)·P and ∂L/∂P = (∂L/∂S)ᵀ·A,
+  scattered back to the anchors' and positives' rows.
+  """
+  anchor_index = jnp.nonzero(is_anchor, size=slots, fill_value=0)[0]
+  positive_rows = positive_index[anchor_index]
+  used = jnp.arange(slots) < jnp.sum(is_anchor)
+  anchors = embeddings[anchor_index].astype(jnp.float32)
+  positives = embeddings[positive_rows].astype(jnp.float32)
+  similarity = jnp.matmul(anchors, positives.T)
+  valid = used[:, None] & used[None, :]
+  shift = jax.lax.stop_gradient(jnp.max(jnp.where(valid, similarity, -jnp.inf), axis=1, keepdims=True))
+  shift = jnp.where(used[:, None], shift, 0.0)
+  exp = jnp.where(valid, jnp.exp(jnp.where(valid, similarity, shift) - shift), 0.0)
+  total = jnp.sum(exp, axis=1, keepdims=True)
+  log_partition = jnp.log(jnp.where(used[:, None], total, 1.0)) + shift
+  count = jnp.maximum(jnp.sum(used.astype(jnp.float32)), 1.0)
+  per_row = jnp.where(used, log_partition[:, 0] - jnp.diagonal(similarity), 0.0)
+  loss = jnp.sum(per_row) / count
+  d_similarity = (exp / jnp.where(used[:, None], total, 1.0) - jnp.eye(slots) * used[:, None]) / count
+  d_anchors = jnp.where(used[:, None], jnp.matmul(d_similarity, positives), 0.0)
+  d_positives = jnp.where(used[:, None], jnp.matmul(d_similarity.T, anchors), 0.0)
+  grad = jnp.zeros(embeddings.shape, jnp.float32).at[anchor_index].add(d_anchors).at[positive_rows].add(d_positives)
+  return loss, grad.astype(embeddings.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _npair_adaptive(embeddings, is_anchor, positive_index, options):
+  """N-pair loss over the smallest of `options` slot counts that holds every anchor (no gradient needed here)."""
+  branch = jnp.sum(jnp.asarray(options) < jnp.sum(is_anchor))
+  branches = [functools.partial(_npair_over_slots, slots=slots) for slots in options]
+  return jax.lax.switch(branch, branches, embeddings, is_anchor, positive_index)
+
+
+def _npair_adaptive_fwd(embeddings, is_anchor, positive_index, options):
+  # The smallest slot count that holds every anchor; loss and gradient come out of one `lax.switch`, so the
+  # backward pass is a scaling, not a differentiation through the switch.
+  branch = jnp.sum(jnp.asarray(options) < jnp.sum(is_anchor))
+  branches = [functools.partial(_npair_value_and_grad, slots=slots) for slots in options]
+  loss, grad = jax.lax.switch(branch, branches, embeddings, is_anchor, positive_index)
+  return loss, grad
+
+
+def _npair_adaptive_bwd(options, grad, cotangent):
+  del options
+  return (cotangent.astype(grad.dtype) * grad, None, None)
+
+
+_npair_adaptive.defvjp(_npair_adaptive_fwd, _npair_adaptive_bwd)
+
+
 def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
           max_pairs: int | None = None) -> jax.Array:
   """N-pair loss (PML `NPairsLoss`): one (anchor, positive) per class, cross-entropy over the other positives.
@@ -580,8 +638,9 @@ def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
   products as in Sohn 2016. The anchors are compacted into static slots, so the similarity matrix is [slots, slots]
   rather than [B, B]. By default the slot count follows the batch: `lax.switch` runs the smallest of B/16, B/8, B/4
   and B/2 slots that holds every anchor (B/2 always does), so a 4-per-class batch pays for B/4 slots, not B/2 (the
-  same loss; half the time at B = 512). `max_pairs` fixes the slot count instead (e.g. B // m for an m-per-class
-  sampler); set it only when the sampler guarantees it: anchors beyond it are dropped. A batch without a positive
+  same loss; half the time at B = 512); its gradient is written out and computed in the same branch (a custom VJP,
+  so the backward pass does not differentiate through the switch). `max_pairs` fixes the slot count instead (e.g.
+  B // m for an m-per-class sampler); set it only when the sampler guarantees it: anchors beyond it are dropped. A batch without a positive
   pair (one row, or all labels distinct) gives 0 with a zero gradient, as PML.
   """
   _check_batch(embeddings, labels)
@@ -593,10 +652,8 @@ def npair(embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True,
   if max_pairs is not None:
     return _npair_over_slots(embeddings, is_anchor, positive_index, int(max_pairs))
   half = embeddings.shape[0] // 2
-  options = sorted({max(1, half >> shift) for shift in range(4)})  # ascending; the last is B // 2
-  branch = jnp.sum(jnp.asarray(options) < jnp.sum(is_anchor))  # the smallest option >= the number of anchors
-  branches = [functools.partial(_npair_over_slots, slots=slots) for slots in options]
-  return jax.lax.switch(branch, branches, embeddings, is_anchor, positive_index)
+  options = tuple(sorted({max(1, half >> shift) for shift in range(4)}))  # ascending; the last is B // 2
+  return _npair_adaptive(embeddings, is_anchor, positive_index, options)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -75,13 +75,21 @@ def assert_metrics_close(actual, expected, atol=1e-6):
 DISTRIBUTIONS = ["uniform_few", "sop_like", "with_singletons", "imbalanced"]
 KS = (1, 3, 10)
 
+
+@pytest.fixture(params=["numpy", "xla"])
+def backend(request, monkeypatch):
+  """Runs a retrieval test on each backend: `backend="auto"` resolves to the parameter."""
+  resolve = evaluate._resolve_backend
+  monkeypatch.setattr(evaluate, "_resolve_backend", lambda name: request.param if name == "auto" else resolve(name))
+  return request.param
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Retrieval
 
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_self_retrieval_matches_brute_force(distribution, metric):
+def test_self_retrieval_matches_brute_force(distribution, metric, backend):
   rng = np.random.default_rng(DISTRIBUTIONS.index(distribution))
   n = 157
   labels = labels_with(distribution, n, rng)
@@ -94,7 +102,7 @@ def test_self_retrieval_matches_brute_force(distribution, metric):
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_query_gallery_matches_brute_force(distribution, metric):
+def test_query_gallery_matches_brute_force(distribution, metric, backend):
   rng = np.random.default_rng(10 + DISTRIBUTIONS.index(distribution))
   labels = labels_with(distribution, 230, rng)
   emb = rng.standard_normal((230, 5)).astype(np.float32) + rng.standard_normal((labels.max() + 1, 5))[labels]
@@ -127,7 +135,7 @@ def pml_metrics(emb, labels, gallery=None, gallery_labels=None, *, metric):
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("self_retrieval", [True, False])
 @pytest.mark.parametrize("distribution", ["sop_like", "with_singletons"])
-def test_matches_pytorch_metric_learning(metric, self_retrieval, distribution):
+def test_matches_pytorch_metric_learning(metric, self_retrieval, distribution, backend):
   rng = np.random.default_rng(7)
   labels = labels_with(distribution, 300, rng)
   emb = rng.standard_normal((300, 8)).astype(np.float32) + rng.standard_normal((labels.max() + 1, 8))[labels]
@@ -172,7 +180,7 @@ def _pml_option_data(distribution, seed=17, n=240):
 @pytest.mark.parametrize("layout", ["self", "gallery", "query_subset"])
 @pytest.mark.parametrize("distribution", ["sop_like", "with_singletons", "imbalanced"])
 @pytest.mark.parametrize("average", ["queries", "avg_of_avgs", "per_class"])
-def test_pml_accuracy_calculator_options(metric, layout, distribution, average):
+def test_pml_accuracy_calculator_options(metric, layout, distribution, average, backend):
   """Full MAP, MRR, MAP@R, R-precision and P@1 over the whole ranked gallery (PML k=None), per query, class-averaged
   (avg_of_avgs) or per class, for self-retrieval, a separate gallery, and queries that are the gallery's first rows
   (PML ref_includes_query=True; ours by id). Continuous random data: no ties, so faiss ranks as we do."""
@@ -203,7 +211,7 @@ def test_pml_accuracy_calculator_options(metric, layout, distribution, average):
 
 
 @pytest.mark.parametrize("self_retrieval", [True, False])
-def test_pml_k_truncation(self_retrieval):
+def test_pml_k_truncation(self_retrieval, backend):
   """PML's integer k: every metric reads the top k only; R-based metrics are truncated where R > k (inexact)."""
   emb, labels = _pml_option_data("uniform_few", n=150)  # 5 classes of ~30: R > k = 7 everywhere
   args = (emb, labels) if self_retrieval else (emb[:50], labels[:50], emb[50:], labels[50:])
@@ -234,7 +242,7 @@ def brute_force_with_self_index(query, query_labels, gallery, gallery_labels, se
   return dict(zip(["map@r", "map", "mrr"], np.mean(rows, axis=0)))
 
 
-def test_some_queries_in_the_gallery_some_not():
+def test_some_queries_in_the_gallery_some_not(backend):
   """Ids exclude only the queries' own rows: 30 queries in the gallery (anywhere), 20 outside it, full ranking."""
   emb, labels = _pml_option_data("sop_like", n=200)
   gallery, gallery_labels = emb[:150], labels[:150]
@@ -251,7 +259,7 @@ def test_some_queries_in_the_gallery_some_not():
     assert actual[name] == pytest.approx(value, abs=1e-6), name
 
 
-def test_extra_metrics_leave_the_default_metrics_unchanged():
+def test_extra_metrics_leave_the_default_metrics_unchanged(backend):
   emb, labels = _pml_option_data("sop_like")
   default = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50)
   extra = evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=50, extra_metrics=("mrr", "map"))
@@ -283,7 +291,7 @@ def test_pml_options_reject_bad_input(kwargs, message):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_exact_duplicate_of_query_is_retrieved(metric):
+def test_exact_duplicate_of_query_is_retrieved(metric, backend):
   # Each point has an exact duplicate with its label; excluding the query by distance would drop the duplicate too.
   rng = np.random.default_rng(3)
   base = rng.standard_normal((40, 8)).astype(np.float32)
@@ -299,7 +307,7 @@ def test_exact_duplicate_of_query_is_retrieved(metric):
   assert result["recall@1"] == 0.0
 
 
-def test_ties_go_to_the_lower_gallery_index():
+def test_ties_go_to_the_lower_gallery_index(backend):
   query = np.array([[1.0, 0.0]], np.float32)
   gallery = np.array([[0.0, 1.0], [0.0, 1.0], [-1.0, 0.0]], np.float32)  # rows 0 and 1 tie
   first_relevant = evaluate.retrieval_metrics(query, [5], gallery, [5, 6, 7], ks=(1,), metric="euclidean")
@@ -309,7 +317,7 @@ def test_ties_go_to_the_lower_gallery_index():
 
 
 @pytest.mark.parametrize("self_retrieval", [True, False])
-def test_many_exact_ties_match_stable_argsort(self_retrieval):
+def test_many_exact_ties_match_stable_argsort(self_retrieval, backend):
   # Only 3 distinct integer vectors (exact float32 distances), so most neighbours tie and a query often has more
   # than k + 1 duplicates before its own index: the ranking must still follow index order, with only the query's
   # own row excluded.
@@ -323,7 +331,7 @@ def test_many_exact_ties_match_stable_argsort(self_retrieval):
   assert_metrics_close(actual, expected)
 
 
-def test_queries_without_relevant_items_are_left_out():
+def test_queries_without_relevant_items_are_left_out(backend):
   rng = np.random.default_rng(4)
   emb = rng.standard_normal((60, 4)).astype(np.float32)
   labels = np.repeat(np.arange(20), 3)
@@ -336,19 +344,23 @@ def test_queries_without_relevant_items_are_left_out():
   assert all(np.isnan(v) for v in all_lone.values())
 
 
-def test_chunk_size_invariance_and_one_compilation():
+@pytest.mark.parametrize("backend", ["numpy", "xla"])
+def test_chunk_size_invariance_and_one_compilation(backend):
   rng = np.random.default_rng(5)
   labels = labels_with("sop_like", 203, rng)
   emb = jnp.asarray(rng.standard_normal((203, 16)), jnp.float32)
-  results = [evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=c) for c in (3, 7, 50, 203, 1000)]
+  kwargs = {"ks": (1, 4), "backend": backend}
+  # numpy: 3 and 7 (tiles narrower than 8k) take row blocks, 100 the tiled path with its symmetric half.
+  results = [evaluate.retrieval_metrics(emb, labels, chunk_size=c, **kwargs) for c in (3, 7, 50, 100, 203, 1000)]
   for result in results[1:]:
     assert result == pytest.approx(results[0], abs=1e-12)
-  before = evaluate._retrieval_chunk._cache_size()
-  evaluate.retrieval_metrics(emb, labels, ks=(1, 4), chunk_size=60)  # 203 = 3·60 + 23: the last chunk overlaps
-  assert evaluate._retrieval_chunk._cache_size() == before + 1
+  jitted = evaluate._retrieval_chunk if backend == "xla" else evaluate._neighbour_metrics
+  before = jitted._cache_size()
+  evaluate.retrieval_metrics(emb, labels, chunk_size=60, **kwargs)  # 203 = 3·60 + 23: the last chunk overlaps
+  assert jitted._cache_size() == before + 1
 
 
-def test_bfloat16_embeddings_give_float_metrics():
+def test_bfloat16_embeddings_give_float_metrics(backend):
   rng = np.random.default_rng(6)
   labels = np.repeat(np.arange(10), 5)
   emb = (3.0 * rng.standard_normal((10, 32))[labels] + rng.standard_normal((50, 32))).astype(np.float32)
@@ -358,7 +370,7 @@ def test_bfloat16_embeddings_give_float_metrics():
   assert_metrics_close(actual, expected, atol=0.05)
 
 
-def test_string_labels():
+def test_string_labels(backend):
   rng = np.random.default_rng(8)
   labels = np.repeat(np.arange(8), 4)
   emb = rng.standard_normal((32, 4)).astype(np.float32)
