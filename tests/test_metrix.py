@@ -541,3 +541,16 @@ def test_unsupported_losses_are_refused_with_the_reason(loss, reason):
   model = models.create_model("mlp", embedding_dim=DIM, hidden_dims=(), batchnorm=False)
   with pytest.raises(ValueError, match=f"supports config.loss.name in .*circle.*{reason}"):
     Metrix(make_config(loss=loss), model, 6)
+
+
+def test_mixed_contrastive_refuses_a_cosine_distance_and_honours_squared_euclidean():
+  similarity = jnp.array([[0.5, -0.2], [0.1, 0.9]], jnp.float32)
+  y = jnp.array([[1.0, 0.0], [0.3, 1.0]], jnp.float32)
+  valid = jnp.ones((2, 2), jnp.float32)
+  with pytest.raises(ValueError, match="distance='cosine' is not supported"):
+    metrix.mixed_loss("contrastive", similarity, y, valid, distance="cosine")
+  by_name = metrix.mixed_loss("contrastive", similarity, y, valid, distance="squared_euclidean")
+  by_flag = metrix.mixed_loss("contrastive", similarity, y, valid, squared=True)
+  plain = metrix.mixed_loss("contrastive", similarity, y, valid)
+  np.testing.assert_allclose(by_name, by_flag, rtol=1e-6)
+  assert abs(float(by_name) - float(plain)) > 1e-4  # squared distances give another loss

@@ -305,8 +305,14 @@ def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.A
   """
   valid = valid.astype(jnp.float32)
   if loss_name == "contrastive":
+    metric = loss_kwargs.get("distance", "euclidean")
+    if metric not in ("euclidean", "squared_euclidean"):
+      raise ValueError(f"Metrix mixes the contrastive loss on Euclidean distances of unit embeddings (c.6, the code's "
+                       f"LpDistance); loss.kwargs.distance={metric!r} is not supported: use 'euclidean' or "
+                       "'squared_euclidean'")
     squared_distance = jnp.maximum(2.0 - 2.0 * similarity, 0.0)
-    distance = squared_distance if loss_kwargs.get("squared", False) else distances.safe_sqrt(squared_distance)
+    squared = loss_kwargs.get("squared", False) or metric == "squared_euclidean"
+    distance = squared_distance if squared else distances.safe_sqrt(squared_distance)
     kwargs = {k: v for k, v in loss_kwargs.items() if k in ("pos_margin", "neg_margin", "reducer")}
     return losses.contrastive_from_matrix(distance, y, valid, **kwargs)
   if loss_name == "multi_similarity":
