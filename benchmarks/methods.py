@@ -79,6 +79,16 @@ COMPARISONS = {
                                     f"configs/glyphs_daml.py:{variant},recommended,no_generator,finetune")
        for preset in ("recommended", "paper", "code") for variant in ("cont", "tri", "lifted", "npair")},
 }
+# The losses (the Reality Check's set, `--rows losses`): every loss recipe in the fair regime against the
+# multi-similarity baseline, each tuned with the same trials over its own margins / scales (search_space.LOSS_SPACES).
+LOSS_ROWS = {
+    "contrastive": (CONTRASTIVE, FINETUNE),
+    **{loss: (f"configs/glyphs_pair.py:{loss},finetune", FINETUNE)
+       for loss in ("ntxent", "supcon", "margin", "fastap", "snr_contrastive", "circle")},
+    **{loss: (f"configs/glyphs_proxy.py:{loss},finetune", FINETUNE)
+       for loss in ("proxy_nca", "normalized_softmax", "cosface", "arcface", "soft_triple", "proxy_anchor")},
+}
+ROW_SETS = {"methods": COMPARISONS, "losses": LOSS_ROWS}
 METRICS = (("map@r", "MAP@R"), ("recall@1", "R@1"))
 
 
@@ -221,8 +231,11 @@ def plot(rows: dict, path: str) -> None:
 
 
 def main(argv=None, comparisons=None):
-  comparisons = COMPARISONS if comparisons is None else comparisons
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--rows", choices=list(ROW_SETS), default="methods",
+                      help="which table: the methods against their baselines, or every loss against multi-similarity")
+  known, _ = parser.parse_known_args(argv)
+  comparisons = ROW_SETS[known.rows] if comparisons is None else comparisons
   parser.add_argument("--workdir", default="runs/methods")
   parser.add_argument("--trials", type=int, default=20, help="trials per recipe (the same for every recipe)")
   parser.add_argument("--seeds", type=int, default=5, help="test runs of each best setting (≥ 2 for an interval)")

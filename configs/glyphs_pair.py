@@ -34,6 +34,7 @@ RECIPE_ARGS = {
     "fastap": "FastAP (Cakir et al. 2019), 10 histogram bins",
     "snr_contrastive": "SNR contrastive (Yuan et al. 2019), margins 0 / 1, zero-mean regulariser 0.1",
     "circle": "circle loss (Sun et al. 2020), m = 0.4, γ = 80",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
     "smoke": "shrink the run to seconds (tests); combine with a loss, e.g. 'ntxent,smoke'",
 }
 
@@ -46,8 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"config argument {arg!r}: give exactly one loss of {list(LOSS_OF_ARG)}, optionally with "
                      "'smoke' (comma-separated), e.g. 'ntxent' or 'circle,smoke'")
   smoke = "smoke" in parts
-  config = config_util.sibling_config(__file__, "glyphs.py", "smoke" if smoke else None)
+  config = config_util.glyph_base_config(__file__, parts)
   name, kwargs = LOSS_OF_ARG[chosen[0]]
-  config.name = f"glyphs_{chosen[0]}"
+  config.name = f"glyphs_{chosen[0]}" + ("_finetune" if "finetune" in parts else "")
   config.loss = dict(name=name, kwargs=dict(kwargs))
   return config

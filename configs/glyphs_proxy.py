@@ -23,9 +23,10 @@ RECIPE_ARGS = {
     "arcface": "ArcFace (Deng et al. 2019): scale 64, additive angular margin 28.6°",
     "soft_triple": "SoftTriple (Qian et al. 2019): 10 centres per class, λ 20, γ 0.1, δ 0.01",
     "proxy_anchor": "proxy anchor (Kim et al. 2020): margin 0.1, α 32",
+    "finetune": "build on configs/glyphs_finetune.py (the fair regime) instead of configs/glyphs.py",
     "smoke": "with one of the above: a seconds-long run for tests",
 }
-LOSSES = tuple(name for name in RECIPE_ARGS if name != "smoke")
+LOSSES = tuple(name for name in RECIPE_ARGS if name not in ("smoke", "finetune"))
 # PML 2.9's defaults, spelt out so that each is overridable (`--config.loss.kwargs.scale=30`).
 LOSS_KWARGS = {
     "proxy_nca": dict(softmax_scale=1.0),
@@ -45,8 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if unknown or len(chosen) != 1:
     raise ValueError(f"config argument {arg!r}: give exactly one loss of {list(LOSSES)}, optionally with 'smoke' "
                      "(comma-separated), e.g. 'arcface' or 'soft_triple,smoke'")
-  config = config_util.sibling_config(__file__, "glyphs.py", "smoke" if "smoke" in parts else None)
-  config.name = f"glyphs_{chosen[0]}"
+  config = config_util.glyph_base_config(__file__, parts)
+  config.name = f"glyphs_{chosen[0]}" + ("_finetune" if "finetune" in parts else "")
   config.loss = dict(name=chosen[0], kwargs=dict(LOSS_KWARGS[chosen[0]]))
   config.optimizer.loss_lr_multiplier = LOSS_LR_MULTIPLIER
   return config

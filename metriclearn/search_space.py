@@ -55,6 +55,21 @@ LOSS_SPACES = {
                                      "loss.kwargs.neg_margin": "uniform(0.2, 1.5)"},
     "proxy_anchor": {"loss.kwargs.margin": "uniform(0.0, 0.5)", "loss.kwargs.alpha": "loguniform(4.0, 64.0)"},
     "npair": {},  # no hyper-parameter
+    # The Reality Check's other losses (issue 19): ranges around PML's defaults, each loss's margins / scales /
+    # temperatures (not the paper's exact ranges; its supplementary lists them per loss).
+    "ntxent": {"loss.kwargs.temperature": "loguniform(0.01, 1.0)"},
+    "supcon": {"loss.kwargs.temperature": "loguniform(0.01, 1.0)"},
+    "margin": {"loss.kwargs.margin": "uniform(0.0, 0.5)", "loss.kwargs.beta": "uniform(0.5, 1.5)"},
+    "fastap": {"loss.kwargs.num_bins": "int(5, 50)"},
+    "snr_contrastive": {"loss.kwargs.pos_margin": "uniform(0.0, 0.5)", "loss.kwargs.neg_margin": "uniform(0.3, 1.5)",
+                        "loss.kwargs.regularizer_weight": "loguniform(1e-3, 1.0)"},
+    "circle": {"loss.kwargs.m": "uniform(0.1, 0.5)", "loss.kwargs.gamma": "loguniform(16.0, 256.0)"},
+    "proxy_nca": {"loss.kwargs.softmax_scale": "loguniform(1.0, 64.0)"},
+    "normalized_softmax": {"loss.kwargs.temperature": "loguniform(0.01, 1.0)"},
+    "cosface": {"loss.kwargs.margin": "uniform(0.1, 0.5)", "loss.kwargs.scale": "loguniform(16.0, 128.0)"},
+    "arcface": {"loss.kwargs.margin": "uniform(10.0, 60.0)", "loss.kwargs.scale": "loguniform(16.0, 128.0)"},
+    "soft_triple": {"loss.kwargs.la": "loguniform(1.0, 50.0)", "loss.kwargs.gamma": "loguniform(0.01, 0.2)",
+                    "loss.kwargs.margin": "uniform(0.0, 0.1)"},
 }
 SHARED = ("learning_rate", "loss")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice", "fixed")

@@ -365,3 +365,24 @@ def test_launch_recipes_run_a_journal_study_and_their_command_lines_parse(cache_
   parsed = _checked(subprocess.run([sys.executable, "-c", script, *argv[3:]], cwd=ROOT, env=_env(cache_home),
                                    capture_output=True, text=True, timeout=300)).stdout.split()
   assert parsed == [f"journal:{tmp_path / 'tpu'}/study.log", "20", "median(n_startup_trials=2)"]
+
+
+def test_every_loss_space_names_keywords_of_its_loss_and_every_loss_row_resolves():
+  """A shared loss space must search keywords the loss takes (a typo would only fail inside a sweep's first trial),
+  and every row of `benchmarks/methods.py --rows losses` must build and resolve its space."""
+  import inspect
+  from metriclearn import losses
+  for name, space in search_space.LOSS_SPACES.items():
+    keywords = inspect.signature(losses.LOSSES[name]).parameters
+    for path in space:
+      assert path.startswith("loss.kwargs.") and path.removeprefix("loss.kwargs.") in keywords, (name, path)
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  try:
+    import methods
+  finally:
+    sys.path.pop(0)
+  for rows in methods.ROW_SETS.values():
+    for spec in {spec for pair in rows.values() for spec in pair}:
+      config = config_util.load_config(os.path.join(ROOT, spec))
+      assert config.model.pretrained == "glyphs_pretrain", spec  # every row is in the fine-tuning regime
+      search_space.resolve(config)
