@@ -19,7 +19,9 @@ Fair regime (`:finetune`; benchmarks/methods.py, 4 trials on validation fold 0, 
 H200, 2026-12-04; benchmarks/RESULTS.md, "The methods in the fair regime"):
   tuned λ (`proximal_weight`, swept in [1e-5, 0.1]): 8.6e-3; validation MAP@R 0.735 (random classes 0.729) vs the
   baseline's 0.753. On test, 5 paired seeds: Δ MAP@R −0.015 [−0.035, +0.005] (random classes −0.018 [−0.033,
-  −0.003]), Δ R@1 −0.000 [−0.013, +0.012]. Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
+  −0.003]), Δ R@1 −0.000 [−0.013, +0.012]. Measured cause: the pair count; `:finetune,full_pairs` (the base loss on
+  every pair of the batch) closes about two thirds of the test gap on seeds 0 and 1 (RESULTS.md, "Ablations in the
+  fair regime"). Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
 inert proximal term): the docstring of `metriclearn/methods/apfs.py`.
 """
 

@@ -26,7 +26,10 @@ GoogLeNet belong to the photo recipes (`configs/photos_daml.py`), not to this on
 and γ for each recipe; one H200, 2026-12-04), the `recommended` preset with the generator is *worse* than its J_m
 alone on validation (MAP@R cont 0.674 vs 0.703, tri 0.674 vs 0.715, lifted 0.693 vs 0.733) and on test (4 paired
 seeds, Δ MAP@R cont −0.047 [−0.091, −0.003], tri −0.058 [−0.062, −0.055], lifted −0.036 [−0.043, −0.028]);
-benchmarks/RESULTS.md, "The methods in the fair regime".
+benchmarks/RESULTS.md, "The methods in the fair regime". Measured cause ("Ablations in the fair regime"): the joint
+phase drops validation MAP@R at once (tri, seed 0: 0.669 at step 200, 0.546 at 300) under either routing, because
+the metric then learns from synthetic negatives in place of the real ones and they are easier (J_m 0.04 on them vs
+0.19 on the real ones at the switch); selection falls back to a pre-generator checkpoint in 15 of 16 runs.
 
 Each J_m without the generator (`:<variant>,recommended --config.method.kwargs.pretrain_steps=600`), seed 0, 600
 steps, 2-core CPU, against the library's loss of the same family (`configs/glyphs.py --config.loss.name=<loss>`,
