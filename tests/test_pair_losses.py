@@ -504,7 +504,7 @@ def _module():
 
 def test_recipe_arguments():
   module = _module()
-  assert set(module.RECIPE_ARGS) == set(pair_losses.LOSSES) | {"smoke"}
+  assert set(module.RECIPE_ARGS) == set(pair_losses.LOSSES) | {"smoke", "finetune"}
   for arg in pair_losses.LOSSES:
     config = config_util.load_config(_RECIPE, arg)
     assert config.loss.name == arg and config.name == f"glyphs_{arg}"

@@ -323,15 +323,19 @@ def test_main_applies_overrides_between_the_recipe_and_its_flags(tmp_path):
 def test_methods_runs_end_to_end_and_writes_the_paired_table(cache_home, tmp_path):
   workdir = tmp_path / "methods"
   command = [sys.executable, "benchmarks/methods.py", "--smoke", "--only", "xbm", "--trials", "1", "--seeds", "2",
-             "--folds", "1", "--steps", "2", "--workdir", str(workdir)]
+             "--folds", "1", "--steps", "2", "--workdir", str(workdir), "--jobs", "2"]
   process = _checked(subprocess.run(command, cwd=ROOT, env=_env(cache_home), capture_output=True, text=True,
                                     timeout=1500))
   table = (workdir / "methods.md").read_text()
   assert table in process.stdout
   (row,) = [line for line in table.splitlines() if line.startswith("| xbm |")]
-  assert "`configs/glyphs_xbm.py:smoke`" in row and "`configs/glyphs.py:smoke`" in row
+  assert "`configs/glyphs_xbm.py:finetune,smoke`" in row and "`configs/glyphs_finetune.py:smoke`" in row
+  # --report trains nothing and tabulates the same runs.
+  report = _checked(subprocess.run([*command, "--report"], cwd=ROOT, env=_env(cache_home), capture_output=True,
+                                   text=True, timeout=300))
+  assert table in report.stdout and (workdir / "methods.md").read_text() == table
   rows = json.loads((workdir / "methods.json").read_text())
-  for recipe, name in (("glyphs_xbm-smoke", "method_map@r"), ("glyphs-smoke", "baseline_map@r")):
+  for recipe, name in (("glyphs_xbm-finetune-smoke", "method_map@r"), ("glyphs_finetune-smoke", "baseline_map@r")):
     runs = [json.loads(p.read_text()) for p in sorted((workdir / recipe).glob("tuned_*/seed_*/results.json"))]
     assert [r["seed"] for r in runs] == [0, 1] and [r["val_fold"] for r in runs] == [0, 1]
     assert rows["xbm"][name]["mean"] == pytest.approx(np.mean([r["map@r"] for r in runs]), abs=1e-12)
