@@ -79,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       space=space, mixup_weight=0.2, beta_alpha=2.0, branches="coin", positive_negative_probability=0.5,
       fallback_to_other_branch=True, first_positive_only=True if input_space else placeholder(bool),
       max_positives=placeholder(int), negatives_per_anchor="1" if input_space else "8",
-      pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True))
+      pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True, released_negative_index=False))
   config.eval.utilization = True
   # The method's own dimension in a sweep (besides the baseline's learning rate and loss), over the range the
   # paper's ablation covers (Metrix, Table 9: w in [0.05, 1]; the recipe default 0.2).

@@ -12,7 +12,7 @@ ICLR 2022 poster, ResNet-50, 512-d), and what the row computes:
 
   row                    cub    cars   sop    inshop   objective
   contrastive,feature    67.4   85.1   77.5   89.1     eq. c.3 (contrastive)
-  contrastive,input      66.3   82.9   75.8   87.7     eq. c.3, with the true hardest negative (released code: not)
+  contrastive,input      66.3   82.9   75.8   87.7     eq. c.3, with the true hardest negative; `,released`: the code's
   contrastive,embed      66.4   83.9   76.7   88.4     eq. c.3 = the released code (measured)
   ms,feature             71.4   89.6   81.0   92.2     eq. c.3 (MS); no released code
   ms,input               69.0   89.0   77.9   91.8     eq. c.3 (MS); no released code
@@ -21,12 +21,15 @@ ICLR 2022 poster, ResNet-50, 512-d), and what the row computes:
   pa,input               70.5   88.2   79.8   90.9     eq. c.3 (PA) [I]; no released code
   pa,embed               70.4   88.9   80.6   91.6     eq. c.3 (PA) [I]; no released code
 
-Which rows follow the authors' code (`metrix.md` (c.9), "Released code, measured"): every row here implements eq. c.3.
+Which rows follow the authors' code (`metrix.md` (c.9), "Released code, measured"): every row here implements eq. c.3
+(`released` excepted, below).
 The released contrastive code with embedding mixing equals it to float precision (value and gradient; its
 anchor–negative branch once its weight is the code's 0.3, here one w = 0.4 for both branches). Its feature-mixing
 path uses the same loss code (not measured separately). Its input-mixing path selects the "hardest" negative with
 `neg[indices]` where `neg[idxs][indices]` is meant, so it sometimes mixes the anchor itself or a same-class sample;
-the published input numbers came from that code, this recipe mixes the true hardest negative. The released
+the published input numbers came from that code. This recipe mixes the true hardest negative; `contrastive,input,
+released` runs the code's indexing (`MetrixOptions.released_negative_index`, checked against a transcription of the
+released loop in tests/test_metrix.py), so the published input rows can be reproduced as they were produced. The released
 multi-similarity code (embedding mixing only) computes a different objective (on one fixed batch 0.121 against eq.
 c.3's 0.993: λ-scaled clean sums inside the logarithms, unweighted mixed positives, mixed negatives dropped, a mean
 over the mixed triples, only miner-selected pairs mixed, and an anchor/batch index mismatch); it is not offered as an
@@ -58,6 +61,7 @@ RECIPE_ARGS = {
     "contrastive": "contrastive loss (default)", "ms": "multi-similarity loss", "pa": "proxy-anchor loss",
     "feature": "mix the last feature maps (default; the paper's Metrix)", "input": "mix the images",
     "embed": "mix the embeddings", "smoke": "a few steps on generated fixtures, for tests",
+    "released": "contrastive,input as the released code picks its negative (its published numbers; implies input)",
 }
 
 # R@1 (%) of "<loss> + Metrix(<space>)", metrix.md (f).
@@ -78,13 +82,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   photos = config_util.sibling_module(__file__, "photos.py")
   if not any(part in photos.LOSSES for part in (arg or "").split(",")):
     arg = f"{arg},contrastive"  # the paper's Metrix rows default to the contrastive loss
-  dataset, loss, words = photos.parse(arg, extra=SPACES)
+  dataset, loss, words = photos.parse(arg, extra=(*SPACES, "released"))
   if loss not in LOSSES:
     raise ValueError(f"config argument {arg!r}: Metrix recipes exist for the losses {list(LOSSES)}, not {loss!r}")
   spaces = [word for word in words if word in SPACES]
   if len(spaces) > 1:
     raise ValueError(f"config argument {arg!r}: give at most one space of {list(SPACES)}")
-  space = spaces[0] if spaces else "feature"
+  space = spaces[0] if spaces else "input" if "released" in words else "feature"
+  if "released" in words and (loss, space) != ("contrastive", "input"):
+    raise ValueError(f"config argument {arg!r}: 'released' (the released input code's negative indexing) exists for "
+                     f"'contrastive,input' only, the one released path that differs from eq. c.3 and can run as is")
   config = config_util.sibling_config(__file__, "photos.py", f"{dataset},{loss}")
   config.name = f"{dataset}_metrix" + {"contrastive": "", "ms": "_ms", "pa": "_pa"}[loss] + (
       "" if space == "feature" else f"_{space}")
@@ -105,7 +112,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = dict(name="metrix", kwargs=dict(
       space=space, mixup_weight=0.4, beta_alpha=2.0, branches="coin", positive_negative_probability=0.5,
       fallback_to_other_branch=True, first_positive_only=placeholder(bool), max_positives=placeholder(int),
-      negatives_per_anchor=placeholder(str), pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True))
+      negatives_per_anchor=placeholder(str), pool_before_mixing=placeholder(bool), mean_over_mixed_anchors=True,
+      released_negative_index="released" in words))
   config.eval.utilization = True
   if "smoke" in words:
     photos.shrink_for_smoke(config)

@@ -190,6 +190,50 @@ def test_input_space_default_mixes_every_positive_with_the_hardest_negative():
   assert int(metrics["mixed_pairs"]) == len(triples)
 
 
+def released_input_triples(labels, x, branch):
+  """The released input code's triples (`mixup/utils.py`, c.9), as it runs: the rank of the anchor's hardest negative
+  within its own negatives indexes the batch-wide negative-pair list (`neg[indices]`, not `neg[idxs][indices]`)."""
+  d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+  a2, neg = np.nonzero(labels[:, None] != labels[None, :])  # get_all_pairs_indices: row by row
+  with_positive = [a for a in range(len(labels)) if np.sum(labels == labels[a]) > 1]
+  if branch == "anchor_negative":  # the code drops the rows of anchors with a positive from the list first
+    keep = ~np.isin(a2, with_positive)
+    a2, neg = a2[keep], neg[keep]
+  triples = []
+  for a in range(len(labels)):
+    positives = [p for p in range(len(labels)) if labels[p] == labels[a] and p != a]
+    if (branch == "positive_negative") != bool(positives):
+      continue
+    idxs = np.nonzero(a2 == a)[0]
+    indices = np.argsort(d[a2[idxs], neg[idxs]], kind="stable")
+    wrong = neg[indices][0]
+    triples.extend((a, p, wrong) for p in positives) if positives else triples.append((a, a, wrong))
+  return np.asarray(triples)
+
+
+@pytest.mark.parametrize("branch", ["positive_negative", "anchor_negative"])
+def test_released_negative_index_reproduces_the_released_input_code(branch):
+  method, params, batch_stats = identity_method(make_config("input", released_negative_index=True))
+  x, lam = unit_inputs(3), 0.3
+  triples = released_input_triples(LABELS, np.asarray(x), branch)
+  d = np.linalg.norm(np.asarray(x)[:, None] - np.asarray(x)[None], axis=-1)
+  hardest = np.where(LABELS[:, None] != LABELS[None, :], d, np.inf).argmin(axis=1)
+  assert np.any(triples[:, 2] != hardest[triples[:, 0]])  # the quirk is exercised: not the true hardest negatives
+  if branch == "positive_negative":  # and some "negatives" share the anchor's class (or are the anchor)
+    assert np.any(LABELS[triples[:, 0]] == LABELS[triples[:, 2]])
+  _, metrics, _ = metrix_loss(method, params, batch_stats, x, LABELS, lam, branch == "positive_negative")
+  # The code's loss weights λ / 1−λ whatever the second source's class (c.6), which the formula here does too.
+  expected = jax.jit(lambda x: official_contrastive(x, LABELS, triples, lam)[1])(x)
+  np.testing.assert_allclose(metrics["mixed_loss"], expected, rtol=2e-5)
+  assert int(metrics["mixed_pairs"]) == len(triples)
+
+
+def test_released_negative_index_needs_the_hardest_negatives():
+  with pytest.raises(ValueError, match="negatives_per_anchor"):
+    Metrix(make_config("embed", negatives_per_anchor="all", released_negative_index=True),
+           models.create_model("mlp", embedding_dim=DIM, hidden_dims=(), batchnorm=False), 6)
+
+
 @pytest.mark.parametrize("space,branch", [("embed", "positive_negative"), ("feature", "anchor_negative")])
 def test_multi_similarity_equals_loop(space, branch):
   config = make_config(space, "multi_similarity", MS_KWARGS, first_positive_only=False)

@@ -55,7 +55,7 @@ SMOKE_RUNS += [("photos_daml.py", f"{dataset},{variant},smoke") for dataset in (
 SMOKE_RUNS += [(name, f"{dataset},smoke") for name in ("photos_aml.py", "photos_apfs.py")
                for dataset in ("cub", "cars", "sop")]
 SMOKE_RUNS += [("photos_daml.py", "cub,npair,code,smoke"), ("photos_daml.py", "cars,lifted,recommended,smoke"),
-               ("photos_apfs.py", "sop,no_mining,smoke")]
+               ("photos_apfs.py", "sop,no_mining,smoke"), ("photos_metrix.py", "cars,released,smoke")]
 
 
 def test_every_recipe_is_exercised():
@@ -221,6 +221,11 @@ def test_full_settings_follow_the_papers():
   assert (inshop.method.kwargs.space, inshop.method.kwargs.mixup_weight) == ("feature", 0.4)
   assert (inshop.optimizer.learning_rate, inshop.optimizer.gamma, inshop.model.freeze_bn) == (1e-4, 0.25, True)
   assert _load("sop_metrix.py").name == "sop_metrix" and _load("sop_metrix.py").loss.name == "contrastive"
+  released = _load("photos_metrix.py", "cub,released").method.kwargs
+  assert (released.space, released.released_negative_index) == ("input", True)
+  assert _load("photos_metrix.py", "cub,input").method.kwargs.released_negative_index is False
+  with pytest.raises(ValueError, match="'contrastive,input' only"):
+    _load("photos_metrix.py", "cub,ms,input,released")
   tri = _load("photos_daml.py", "cars,tri")
   assert (tri.model.name, tri.batch_size, tri.num_steps, tri.method.kwargs.lambda_m) == ("googlenet", 120, 20_000, 50.0)
   assert tri.method.kwargs.pretrain_steps == 4_000

@@ -48,6 +48,9 @@ forwards the same whole batch twice, so the maps, the batch statistics and the g
 frozen BN, and in training mode too, since both passes normalise with the same batch's statistics); only the BN
 running statistics are updated once per step instead of twice.
 Departure: one mixup weight w for both branches (the official embed code uses 0.3 in its anchor–negative branch).
+Released code, as an option (c.9): `released_negative_index=True` picks the input code's "hardest" negative as that
+code does (an index into the wrong list) and labels it a negative; the published input-mixing numbers came from it.
+The released multi-similarity objective is not offered (not a well-defined objective: configs/photos_metrix.py).
 Unverified (c.3 [U]): the mixed multi-similarity loss averages over the anchors that have a mixed example (the clean
 one over all anchors; `mean_over_mixed_anchors=False` for all); contrastive averages non-zero terms (c.6).
 Proxy anchor (c.2–c.3 [I]): proxies are the anchors (rows); the mixed examples are mix_λ(x, n) for every batch example
@@ -127,6 +130,11 @@ class MetrixOptions:
       "gap". GMP and GAP+GMP (the paper's ResNet) always mix the maps.
     mean_over_mixed_anchors: the mixed multi-similarity loss averages over the anchors that have a mixed example
       (True) or over all anchors (False); the paper's normalisation is unverified (c.3 [U]).
+    released_negative_index: reproduce the released input code's choice of "hardest" negative (c.9), which the
+      published input-mixing numbers came from: the rank of an anchor's t-th hardest negative within its own negative
+      list indexes the batch-wide list of negative pairs (`neg[indices]` for `neg[idxs][indices]`), so the source is
+      a negative of the first anchors in that list, at times the anchor itself or one of its class, and the mix is
+      labelled anchor–negative whatever that source's class. Needs `negatives_per_anchor` = T; False: eq. c.3.
   """
 
   space: str = "feature"
@@ -140,6 +148,7 @@ class MetrixOptions:
   negatives_per_anchor: int | str | None = None
   pool_before_mixing: bool | None = None
   mean_over_mixed_anchors: bool = True
+  released_negative_index: bool = False
 
 
 class MixingSlots(NamedTuple):
@@ -175,7 +184,7 @@ def active_rows(has_positive: jax.Array, use_positive_negative: jax.Array | None
 
 def mixing_slots(labels: jax.Array, clean_distance: jax.Array | None, row_active: jax.Array, *,
                  max_positives: int, first_positive_only: bool, negatives_per_anchor: int | None,
-                 source_is_row: bool = False) -> MixingSlots:
+                 source_is_row: bool = False, released_negative_index: bool = False) -> MixingSlots:
   """The fixed-size mixing sets of c.5 for a batch.
 
   Args:
@@ -184,6 +193,7 @@ def mixing_slots(labels: jax.Array, clean_distance: jax.Array | None, row_active
     row_active: `bool[B]` (from `active_rows`).
     max_positives: K; first_positive_only: the official embed/feature quirk; negatives_per_anchor: None = all, else T.
     source_is_row: the row itself is the first source (proxy anchor: one mixed example per (x, negative of x)).
+    released_negative_index: the released input code's negative indexing (`MetrixOptions`; needs T).
 
   Returns:
     `MixingSlots` with R = B rows.
@@ -213,8 +223,28 @@ def mixing_slots(labels: jax.Array, clean_distance: jax.Array | None, row_active
     ranking = jnp.where(negative, -jax.lax.stop_gradient(clean_distance), -jnp.inf)
     _, second = jax.lax.top_k(ranking, t)
     second_valid = jnp.take_along_axis(negative, second, axis=1)
+    if released_negative_index:
+      second = released_negative_columns(negative, has_positive, second)
   valid = row_active[:, None, None] & first_valid[:, :, None] & second_valid[:, None, :]
   return MixingSlots(first=first, second=second, valid=valid, num_distinct=num_distinct)
+
+
+def released_negative_columns(negative: jax.Array, has_positive: jax.Array, ranked: jax.Array) -> jax.Array:
+  """`i32[B, T]`: the batch columns the released input code mixes in place of each anchor's ranked negatives (c.9).
+
+  The code lists negative pairs row by row (`get_all_pairs_indices`; in the anchor–negative branch only the rows
+  without a positive) and takes `neg[indices]`: the position p of the anchor's negative within the anchor's own list
+  indexes the whole list, whose p-th entry is the column returned here. `ranked` are the columns in rank order.
+  """
+  batch = negative.shape[0]
+  position = jnp.take_along_axis(jnp.cumsum(negative, axis=1) - 1, ranked, axis=1)  # within the anchor's own list
+
+  def lookup(list_rows):
+    count = jnp.cumsum((negative & list_rows[:, None]).reshape(-1))  # list entries up to each flat index
+    flat = jnp.searchsorted(count, position + 1, side="left")  # the flat index of list entry `position`
+    return jnp.minimum(flat, batch * batch - 1) % batch
+
+  return jnp.where(has_positive[:, None], lookup(jnp.ones_like(has_positive)), lookup(~has_positive))
 
 
 def mixed_norm_from_gram(gram: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
@@ -277,13 +307,16 @@ def mixed_snr(unit: jax.Array, mixed: jax.Array) -> jax.Array:
                          - 2.0 * jnp.einsum("rd,rktd->rkt", c, c_mixed))
 
 
-def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array) -> jax.Array:
-  """`f32[R, K, T]` soft labels y_mix[r, k, t] = λ·y[r, first[r,k]] + (1−λ)·y[r, second[r,t]] (eq. c.3).
+def mixed_labels(y: jax.Array, first: jax.Array, second: jax.Array, mix_lambda: jax.Array,
+                 second_y: jax.Array | None = None) -> jax.Array:
+  """`f32[R, K, T]` soft labels y_mix[r, k, t] = λ·y[r, first[r,k]] + (1−λ)·y'[r, second[r,t]] (eq. c.3).
 
-  (`labels.mixed_pair_labels` with per-row source indices.)
+  y' = y unless `second_y` is given (the released input code's all-negative labels). (`labels.mixed_pair_labels`
+  with per-row source indices.)
   """
+  second_y = y if second_y is None else second_y
   return (mix_lambda * jnp.take_along_axis(y, first, axis=1)[:, :, None]
-          + (1.0 - mix_lambda) * jnp.take_along_axis(y, second, axis=1)[:, None, :])
+          + (1.0 - mix_lambda) * jnp.take_along_axis(second_y, second, axis=1)[:, None, :])
 
 
 def mixed_loss(loss_name: str, similarity: jax.Array, y: jax.Array, valid: jax.Array, *,
@@ -361,6 +394,9 @@ class Metrix:
     if negatives != "all" and not (isinstance(negatives, int) and negatives > 0):
       raise ValueError(f"negatives_per_anchor must be None, 'all' or a positive integer, got {negatives!r}")
     self.negatives_per_anchor = None if negatives == "all" else int(negatives)
+    if options.released_negative_index and (self.negatives_per_anchor is None or config.loss.name == "proxy_anchor"):
+      raise ValueError("released_negative_index reproduces the released input code's pick among the T hardest "
+                       "negatives: set negatives_per_anchor to T (the code's 1) and use a pair loss, not proxy_anchor")
     self.first_positive_only = (options.space != "input" if options.first_positive_only is None
                                 else bool(options.first_positive_only))
     if options.max_positives is not None:
@@ -456,7 +492,8 @@ class Metrix:
     clean_distance = distances.pairwise_euclidean(unit) if self.negatives_per_anchor else None
     slots = mixing_slots(labels, clean_distance, row_active, max_positives=self.max_positives,
                          first_positive_only=self.first_positive_only,
-                         negatives_per_anchor=self.negatives_per_anchor, source_is_row=proxy_anchor)
+                         negatives_per_anchor=self.negatives_per_anchor, source_is_row=proxy_anchor,
+                         released_negative_index=options.released_negative_index)
     first = slots.first[:, :slots.num_distinct]
 
     if proxy_anchor:
@@ -488,8 +525,10 @@ class Metrix:
         similarity = mixed_snr(unit, mixed_emb) if snr else jnp.einsum("rd,rktd->rkt", unit, mixed_emb)
       # Repeated slots (first_positive_only) share the similarity of slot 0: the code's multiplicity, exactly.
       similarity = jnp.broadcast_to(similarity, slots.valid.shape).reshape(labels.shape[0], -1)
-      y_mix = mixed_labels(labels_lib.pair_labels(labels), slots.first, slots.second, mix_lambda).reshape(
-          similarity.shape)
+      y = labels_lib.pair_labels(labels)
+      # The released code labels its second source a negative whatever its class: y_mix = λ·y[a, first].
+      second_y = jnp.zeros_like(y) if options.released_negative_index else None
+      y_mix = mixed_labels(y, slots.first, slots.second, mix_lambda, second_y).reshape(similarity.shape)
       valid = slots.valid.reshape(similarity.shape)
 
     mix_loss = mixed_loss(self.loss_name, similarity, y_mix, valid,
@@ -526,4 +565,4 @@ class Metrix:
 
 __all__ = ["BRANCHES", "SPACES", "SUPPORTED_LOSSES", "Metrix", "MetrixOptions", "MixingSlots", "active_rows",
            "mixed_cosine_from_gram", "mixed_labels", "mixed_loss", "mixed_norm_from_gram", "mixed_snr",
-           "mixed_snr_from_gram", "mixing_slots"]
+           "mixed_snr_from_gram", "mixing_slots", "released_negative_columns"]
