@@ -12,7 +12,11 @@ the contrastive baseline 0.796 / 0.363 and `configs/glyphs.py` 0.785 / 0.350 in 
 Fair regime (`:finetune`; benchmarks/methods.py, 4 trials on validation fold 0 each, the same budget as `:baseline,
 finetune`; one H200, 2026-12-04): tuned α 0.64, validation MAP@R 0.729 vs the contrastive baseline's 0.717; on test,
 5 paired seeds, Δ MAP@R −0.008 [−0.018, +0.002], Δ R@1 −0.010 [−0.023, +0.002]: no difference
-(benchmarks/RESULTS.md, "The methods in the fair regime").
+(benchmarks/RESULTS.md, "The methods in the fair regime"). Measured cause (2-core CPU, seeds 0–1, "Causes for
+Metrix, AML and XBM"): with `--config.method.kwargs.confusion_steps=0` (Π = X) AML equals the baseline (−0.002), so
+the perturbation is what costs; it makes the pairs harder (adversarial loss 2.0–2.2× the clean one at ~8 % feature
+displacement) and the clean training loss lower (0.17 vs 0.24), but validation MAP@R lower (0.567 vs 0.592 seed 1):
+training fit, not transfer to unseen classes.
 
 Arguments (comma-separated): `finetune` builds on configs/glyphs_finetune.py (the fair regime); `baseline` gives that comparison (the same contrastive loss and everything else, no
 adversarial pairs); `smoke` shrinks the run to seconds for tests.

@@ -24,9 +24,9 @@ GoogLeNet belong to the photo recipes (`configs/photos_daml.py`), not to this on
 `finetune` builds on configs/glyphs_finetune.py (the fair regime); `no_generator` trains J_m alone for the whole run
 (the comparison). In the fair regime (benchmarks/methods.py, 4 trials on validation fold 0 over the learning rate
 and γ for each recipe; one H200, 2026-12-04), the `recommended` preset with the generator is *worse* than its J_m
-alone on validation (MAP@R cont 0.674 vs 0.703, tri 0.674 vs 0.715, lifted 0.693 vs 0.733) and on test (4 paired
-seeds, Δ MAP@R cont −0.047 [−0.091, −0.003], tri −0.058 [−0.062, −0.055], lifted −0.036 [−0.043, −0.028]; npair,
-finished on a CPU with 3 seeds: validation 0.682 vs 0.727, test −0.042 [−0.058, −0.026]);
+alone on validation (MAP@R cont 0.674 vs 0.703, tri 0.674 vs 0.715, lifted 0.693 vs 0.733, npair 0.682 vs 0.727)
+and on test (5 paired seeds, the last ones finished on a 2-core CPU, Δ MAP@R cont −0.047 [−0.077, −0.017], tri
+−0.055 [−0.065, −0.044], lifted −0.036 [−0.041, −0.030], npair −0.037 [−0.053, −0.021]);
 benchmarks/RESULTS.md, "The methods in the fair regime". Measured cause ("Ablations in the fair regime"): the joint
 phase drops validation MAP@R at once (tri, seed 0: 0.669 at step 200, 0.546 at 300) under either routing, because
 the metric then learns from synthetic negatives in place of the real ones and they are easier (J_m 0.04 on them vs

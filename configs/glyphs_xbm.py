@@ -11,7 +11,10 @@ composes with Metrix and APFS (every recipe has `config.memory`, off: e.g. `conf
 `:finetune` builds on configs/glyphs_finetune.py (the fair regime). There (benchmarks/methods.py, 4 trials on
 validation fold 0, the warm-up swept in {0, 100, ..., 600}; one H200, 2026-12-04) the tuned warm-up is 500 of 1,200
 steps, validation MAP@R 0.738 vs the baseline's 0.753, and on test (5 paired seeds) Δ MAP@R −0.006 [−0.017, +0.005],
-Δ R@1 +0.001 [−0.005, +0.006]: no difference.
+Δ R@1 +0.001 [−0.005, +0.006]: no difference. Measured cause (2-core CPU, benchmarks/RESULTS.md, "Causes for
+Metrix, AML and XBM"): at `--config.batch_size=32` (8 classes a batch instead of 32 of a fold's ~94) the same memory
+gains +0.011 [+0.008, +0.014] MAP@R over the baseline at batch 32 (5 paired seeds): the memory helps when the batch
+lacks classes, and a batch of 128 here already holds a third of them.
 
 History (from scratch, selected on test, single runs): choice of the warm-up: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
 2026-11-24 — R@1 / MAP@R:
@@ -24,8 +27,8 @@ History (from scratch, selected on test, single runs): choice of the warm-up: on
 The memory helps only once the embedding drifts slowly (the paper's premise; its code starts the memory after 1,000
 iterations): with Adam at 1e-3 the small CNN still moves fast in the first half of the run, and entries 8 steps old
 then hurt. Even then it only matches the baseline here: a glyph batch already holds 32 of the 125 training classes,
-so past batches add few new negatives (XBM's gains are on SOP-sized label sets). Single runs; the seed sweep is what
-to quote.
+so past batches add few new negatives (measured in the fair regime at batch 32, above). Single runs; the seed sweep
+is what to quote.
 """
 
 import ml_collections
