@@ -61,8 +61,8 @@ SMOKE_RUNS += [("photos_daml.py", "cub,npair,code,smoke"), ("photos_daml.py", "c
 def test_every_recipe_is_exercised():
   names = {name for name, _ in SMOKE_RUNS} | {"photos.py"}  # photos.py: through the data-set files
   assert names == set(_recipe_files())
-  # 4 data sets × (4 losses + 9 Metrix rows) + SOP Metrix + 3 × (4 DAML + AML + APFS) + 3 presets/options
-  assert len(SMOKE_RUNS) == 4 * 13 + 1 + 3 * 6 + 3
+  # 4 data sets × (4 losses + 9 Metrix rows) + SOP Metrix + 3 × (4 DAML + AML + APFS) + 4 presets/options
+  assert len(SMOKE_RUNS) == 4 * 13 + 1 + 3 * 6 + 4
 
 
 @pytest.fixture(scope="module")
