@@ -21,8 +21,10 @@ H200, 2026-12-04; benchmarks/RESULTS.md, "The methods in the fair regime"):
   baseline's 0.753. On test, 5 paired seeds: Δ MAP@R −0.015 [−0.035, +0.005] (random classes −0.018 [−0.033,
   −0.003]), Δ R@1 −0.000 [−0.013, +0.012]. Measured cause: the pair count; `:finetune,full_pairs` (the base loss on
   every pair of the batch) closes about two thirds of the test gap on seeds 0 and 1 (RESULTS.md, "Ablations in the
-  fair regime"). Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair count,
-inert proximal term): the docstring of `metriclearn/methods/apfs.py`.
+  fair regime"). At `--config.batch_size=32` (same setting, 5 seeds) APFS is −0.007 [−0.017, +0.004] MAP@R and
+  `xbm` adds −0.009 [−0.019, +0.000] to it (the memory holds past representatives; RESULTS.md, "Batch size: Metrix,
+  XBM and the compositions"). Results: benchmarks/RESULTS.md, "APFS"; why APFS trails the baseline here (pair
+  count, inert proximal term): the docstring of `metriclearn/methods/apfs.py`.
 """
 
 import ml_collections

@@ -24,6 +24,10 @@ H200, 2026-12-04; benchmarks/RESULTS.md, "The methods in the fair regime"):
   to overfit (`--config.dataset.kwargs.train_shift=0 --config.num_steps=2400`), it falls from 0.707 to 0.613 on
   validation and Metrix slows the fall (0.633 at the end), but peaks where the baseline peaks (0.709 vs 0.707), and
   the validation-selected checkpoints test the same (−0.004, +0.011): the regularisation lies after the peak.
+  Batch size (same settings, `--config.batch_size=32` or `64` on both arms, 5 paired seeds, RESULTS.md "Batch size:
+  Metrix, XBM and the compositions"): with 8 classes a batch instead of 32, embed-MS gains +0.015 [+0.010, +0.020]
+  MAP@R, +0.012 [+0.006, +0.017] R@1 (every seed); at 64, +0.013 [−0.003, +0.030] (every seed positive); with `xbm`
+  at 32, +0.019 [+0.012, +0.027]. Contrastive at 32: +0.008 [−0.007, +0.022], no difference.
   `released_negative_index=True` picks the input code's negative as the released code does (`MetrixOptions`).
 
 History (the from-scratch regime, `configs/glyphs.py`, settings chosen on the test split, single runs: not evidence):

@@ -14,7 +14,10 @@ steps, validation MAP@R 0.738 vs the baseline's 0.753, and on test (5 paired see
 Δ R@1 +0.001 [−0.005, +0.006]: no difference. Measured cause (2-core CPU, benchmarks/RESULTS.md, "Causes for
 Metrix, AML and XBM"): at `--config.batch_size=32` (8 classes a batch instead of 32 of a fold's ~94) the same memory
 gains +0.011 [+0.008, +0.014] MAP@R over the baseline at batch 32 (5 paired seeds): the memory helps when the batch
-lacks classes, and a batch of 128 here already holds a third of them.
+lacks classes, and a batch of 128 here already holds a third of them. The compositions (same section's batch-size
+table): at 128 the memory added to Metrix or APFS at their tuned setting changes test MAP@R by −0.015 [−0.072,
++0.042] and −0.010 [−0.031, +0.011]; at 32 it adds +0.005 [−0.003, +0.012] to Metrix (Metrix + XBM +0.019 over the
+baseline) and −0.009 [−0.019, +0.000] to APFS, whose memory stores past representatives, not batch embeddings.
 
 History (from scratch, selected on test, single runs): choice of the warm-up: one 600-step run each, seed 0, test split (the paper protocol, selection on test), 2-core CPU,
 2026-11-24 — R@1 / MAP@R:
