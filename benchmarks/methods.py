@@ -1,7 +1,7 @@
 r"""The method comparison in one command: equal-budget sweeps, seeds on test, the paired table.
 
   python benchmarks/methods.py [--workdir runs/methods] [--trials 20] [--seeds 5] [--folds 4] [--steps N]
-      [--only NAME ...] [--smoke]
+      [--batch-size B] [--only NAME ...] [--smoke]
 
 For every row of `COMPARISONS` below (a method recipe and the recipe of its baseline):
 1. **Sweep** each recipe with the same number of trials (`python -m metriclearn.sweep --trials=T`, the recipe's own
@@ -24,6 +24,8 @@ Everything resumes: a sweep resumes its study, a seed run whose results.json exi
 one resumes from its checkpoints, so rerunning the same command continues where it stopped. Scale it down with
 `--trials`, `--seeds`, `--folds` (folds validated per trial, the recipes' `sweep.folds`), `--steps`
 (`config.num_steps` of every run), `--only NAME` (rows) and `--smoke` (each recipe's `:smoke` variant, for tests).
+`--batch-size B` sets `config.batch_size` of every run, sweeps included (the whole table at another batch size: give
+it its own `--workdir`, since a study refuses to resume under other settings).
 
 Cost, measured (benchmarks/RESULTS.md, "The methods in the fair regime"): on one H200 with 16 CPU cores and
 `--jobs 20`, 170 runs (4 trials on one fold and up to 5 seeds for 20 recipes) took 12.5 minutes, 22–88 s a run (the
@@ -116,7 +118,7 @@ def _run(command: list[str], log_path: str) -> None:
 def sweep(spec: str, directory: str, args) -> dict:
   """Runs (or resumes) the recipe's sweep; returns its best overrides."""
   command = [sys.executable, "-m", "metriclearn.sweep", f"--config={spec}", f"--workdir={directory}",
-             f"--trials={args.trials}", *_step_flags(args)]
+             f"--trials={args.trials}", *_run_flags(args)]
   if args.folds:
     command.append(f"--config.sweep.folds={args.folds}")
   _run(command, directory + ".log")
@@ -124,8 +126,10 @@ def sweep(spec: str, directory: str, args) -> dict:
     return json.load(f)
 
 
-def _step_flags(args) -> list[str]:
-  return [f"--config.num_steps={args.steps}"] if args.steps else []
+def _run_flags(args) -> list[str]:
+  """The flags every sweep trial and seed run gets: `--steps` and `--batch-size` where given."""
+  return (([f"--config.num_steps={args.steps}"] if args.steps else [])
+          + ([f"--config.batch_size={args.batch_size}"] if args.batch_size else []))
 
 
 def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args, *, run: bool = True) -> list[str]:
@@ -133,7 +137,9 @@ def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args, *, ru
   `run=False`, only those that exist: nothing is trained)."""
   # The runs of one setting live together: a sweep resumed to more trials may find a better one, whose runs must not
   # be confused with the old ones.
-  setting = json.dumps({"best": best, "steps": args.steps}, sort_keys=True)
+  # (batch_size only where given, so the directories of runs made before the flag existed keep their names)
+  setting = json.dumps({"best": best, "steps": args.steps,
+                        **({"batch_size": args.batch_size} if args.batch_size else {})}, sort_keys=True)
   tuned = os.path.join(directory, "tuned_" + hashlib.sha256(setting.encode()).hexdigest()[:8])
   paths = []
   for seed in range(args.seeds):
@@ -149,7 +155,7 @@ def seed_runs(spec: str, directory: str, best: dict, num_folds: int, args, *, ru
         json.dump({**best, "seed": seed, "dataset.kwargs.val_fold": seed % num_folds,
                    "dataset.kwargs.num_folds": num_folds, "eval.baselines": False, "eval.plots": False}, f, indent=2)
       _run([sys.executable, "-m", "metriclearn.main", f"--config={spec}", f"--workdir={workdir}",
-            f"--overrides={overrides}", *_step_flags(args)], workdir + ".log")
+            f"--overrides={overrides}", *_run_flags(args)], workdir + ".log")
     paths.append(results)
   return paths
 
@@ -200,7 +206,8 @@ def markdown(rows: dict, recipes: dict, args) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   # The counts as found on disk (the same line whether this run trained or only reports).
   lines += ["", "Each recipe: the trials counted below on validation, then the seeds counted above, of its best "
-            "setting, on the test split" + (f", {args.steps} steps a run" if args.steps else "") + ".", "",
+            "setting, on the test split" + (f", {args.steps} steps a run" if args.steps else "")
+            + (f", batch {args.batch_size}" if args.batch_size else "") + ".", "",
             "| recipe | best mean val MAP@R | trials (complete / pruned) | best setting | mean run time |",
             "|---|---|---|---|---|"]
   for spec, info in recipes.items():
@@ -241,6 +248,8 @@ def main(argv=None, comparisons=None):
   parser.add_argument("--seeds", type=int, default=5, help="test runs of each best setting (≥ 2 for an interval)")
   parser.add_argument("--folds", type=int, default=None, help="validation folds per trial (default: the recipe's)")
   parser.add_argument("--steps", type=int, default=None, help="config.num_steps of every run (default: the recipe's)")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="config.batch_size of every run, sweeps included (default: each recipe's)")
   parser.add_argument("--only", action="append", default=[], help=f"a row, repeatable; rows: {list(comparisons)}")
   parser.add_argument("--smoke", action="store_true", help="each recipe's :smoke variant (seconds a run, for tests)")
   parser.add_argument("--jobs", type=int, default=1,

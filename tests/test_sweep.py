@@ -323,11 +323,16 @@ def test_main_applies_overrides_between_the_recipe_and_its_flags(tmp_path):
 def test_methods_runs_end_to_end_and_writes_the_paired_table(cache_home, tmp_path):
   workdir = tmp_path / "methods"
   command = [sys.executable, "benchmarks/methods.py", "--smoke", "--only", "xbm", "--trials", "1", "--seeds", "2",
-             "--folds", "1", "--steps", "2", "--workdir", str(workdir), "--jobs", "2"]
+             "--folds", "1", "--steps", "2", "--batch-size", "16", "--workdir", str(workdir), "--jobs", "2"]
   process = _checked(subprocess.run(command, cwd=ROOT, env=_env(cache_home), capture_output=True, text=True,
                                     timeout=1500))
   table = (workdir / "methods.md").read_text()
-  assert table in process.stdout
+  assert table in process.stdout and "2 steps a run, batch 16." in table
+  # --steps and --batch-size reach every run: the sweeps' command lines, and the seed runs' written configs.
+  sweeps = [line for line in process.stdout.splitlines() if "metriclearn.sweep" in line]
+  assert len(sweeps) == 2 and all("--config.num_steps=2 --config.batch_size=16" in line for line in sweeps)
+  configs = [json.loads(p.read_text()) for p in workdir.glob("*/tuned_*/seed_*/config.json")]
+  assert len(configs) == 2 * 2 and {(c["num_steps"], c["batch_size"]) for c in configs} == {(2, 16)}
   (row,) = [line for line in table.splitlines() if line.startswith("| xbm |")]
   assert "`configs/glyphs_xbm.py:finetune,smoke`" in row and "`configs/glyphs_finetune.py:smoke`" in row
   # --report trains nothing and tabulates the same runs.
