@@ -31,10 +31,11 @@ benchmarks/RESULTS.md, "The methods in the fair regime". Measured cause ("Ablati
 phase drops validation MAP@R at once (tri, seed 0: 0.669 at step 200, 0.546 at 300) under either routing, because
 the metric then learns from synthetic negatives in place of the real ones and they are easier (J_m 0.04 on them vs
 0.19 on the real ones at the switch); selection falls back to a pre-generator checkpoint in 15 of 16 runs.
-The `paper` and `code` presets (same protocol, 2-core CPU, 3 paired seeds against the same J_m alone) are worse
-still, Δ test MAP@R: cont −0.040 / −0.062, tri −0.082 / −0.123, lifted −0.174 / −0.176, npair −0.141 / −0.130
-(paper / code; every interval below 0). `paper` collapses at the switch (λ = 50 and J_gen into the backbone at the
-full rate; tri seed 0: validation 0.606 at step 200, 0.375 at 300) and selection takes step ≤ 200 in all 12 runs;
+The `paper` and `code` presets (same protocol, 2-core CPU, 5 paired seeds against the same J_m alone), Δ test
+MAP@R: cont −0.025 [−0.059, +0.008] / −0.048 [−0.080, −0.015], tri −0.078 / −0.119, lifted −0.159 / −0.164, npair
+−0.128 / −0.118 (paper / code; every interval but cont paper's below 0). `paper` collapses at the switch (λ = 50 and
+J_gen into the backbone at the full rate; tri seed 0: validation 0.606 at step 200, 0.375 at 300) and selection
+takes step ≤ 200 in all 20 runs (for cont that early J_m tests close to J_m alone);
 `code` does not collapse but hardly trains after it (backbone at 1/1000 of the rate), and the published lifted and
 N-pair J_m are weak before the generator starts (N-pair, seed 0, step 200: 0.559 vs 0.677 for the recommended J_m).
 
